@@ -1,0 +1,41 @@
+"""The `clafed` command: one sub-command per module, imported only when it is used.
+
+Each command module exposes `add_arguments(parser)` and `run(args) -> int` (the exit code),
+so adding a command is one line in COMMANDS and heavy imports (torch, flwr) stay lazy.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "validate": ("common.validate_cli", "check a manifest or site YAML; one line per problem"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the top-level parser; command modules are imported to add their arguments."""
+    parser = argparse.ArgumentParser(prog="clafed", description="Federated CLA-HDM for cervical lymphadenopathy")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module_name, help_text) in COMMANDS.items():
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        module = importlib.import_module(module_name)
+        module.add_arguments(command)
+        command.set_defaults(_module=module)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args._module.run(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,181 @@
+"""Typed configuration: model, preprocessing, training, named profiles and site YAMLs."""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Literal
+
+from common.typed_config import ConfigError, from_dict, merge, read_yaml, to_dict
+
+BACKBONES = ("resnet10", "resnet18", "resnet34", "resnet50")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """What builds one sub-model (all three share it)."""
+
+    # resnet50 is the paper's extractor; resnet10 (torchvision's ResNet with one block per stage)
+    # exists only to keep tests and the `tiny` profile small.
+    backbone: str = "resnet50"
+    # none | imagenet | path of a local torchvision ResNet state_dict (air-gapped hospitals)
+    pretrained: str = "none"
+    # The authors' late-fusion head is 2F -> 512 -> 64 -> 2; the auxiliary heads F -> 64 -> 2.
+    fusion_hidden: tuple[int, ...] = (512, 64)
+    aux_hidden: int = 64
+    # Dropout before each hidden layer of the heads: the cohorts are a few hundred cases.
+    dropout: float = 0.2
+    # Gate of the hard assembly: P(malignant) above it routes a case to sub-model 3.
+    threshold: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.backbone not in BACKBONES:
+            raise ValueError(f"backbone must be one of {', '.join(BACKBONES)}, got {self.backbone!r}")
+        if not 0.0 < self.threshold < 1.0:
+            raise ValueError(f"threshold must lie in (0, 1), got {self.threshold}")
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Training-time augmentation; CDFI hue is never touched (colour encodes flow direction)."""
+
+    hflip: bool = True
+    rotate_deg: float = 10.0
+    # Random scaling and shift of the ROI box, as a fraction of its size: clinicians' boxes vary.
+    box_jitter: float = 0.1
+    # Multiplicative gain applied to BUS and (hue-preserving) to CDFI: scanners differ in gain.
+    gain: float = 0.15
+    # BUS-only contrast/gamma: dynamic range differs by scanner.
+    contrast: float = 0.15
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """How a case's two images become tensors."""
+
+    input_size: int = 224
+    # Fraction of the ROI's width/height added on each side: margins and edema are diagnostic.
+    roi_margin: float = 0.15
+    # Images smaller than this (either side) are rejected by validation.
+    min_image_size: int = 64
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Local training of one sub-model."""
+
+    epochs: int = 1
+    batch_size: int = 16
+    # Adam as in the paper; 1e-4 suits ImageNet-initialised ResNets, raise it from scratch.
+    lr: float = 1e-4
+    weight_decay: float = 1e-4
+    # Weight of the two auxiliary per-branch losses (deep supervision); 0 switches them off.
+    aux_weight: float = 0.3
+    # Lymphoma and tuberculosis are rare: oversample them (sampler) or weight the loss (loss).
+    balance: Literal["none", "sampler", "loss"] = "sampler"
+    num_workers: int = 0
+    seed: int = 0
+    device: str = "auto"
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A named bundle of model, data and training settings."""
+
+    name: str
+    model: ModelConfig
+    data: DataConfig
+    train: TrainConfig
+
+
+PROFILES: dict[str, Profile] = {
+    # Tests: the smallest network at 64 px, so a sub-model trains in seconds on a laptop CPU.
+    "tiny": Profile("tiny", ModelConfig(backbone="resnet10", fusion_hidden=(64,), aux_hidden=32),
+                    DataConfig(input_size=64), TrainConfig(epochs=1, batch_size=8, lr=1e-3)),
+    # A demo that finishes on a 2-core laptop: resnet18 at 128 px.
+    "cpu": Profile("cpu", ModelConfig(backbone="resnet18", fusion_hidden=(256, 64)),
+                   DataConfig(input_size=128), TrainConfig(epochs=2, batch_size=16, lr=3e-4)),
+    # The paper's setting, for GPUs.
+    "paper": Profile("paper", ModelConfig(backbone="resnet50", pretrained="imagenet"),
+                     DataConfig(input_size=224), TrainConfig(epochs=2, batch_size=16, lr=1e-4)),
+}
+
+
+def get_profile(name: str, overrides: dict | None = None) -> Profile:
+    """Return the named profile, optionally with nested overrides (checked like a YAML)."""
+    if name not in PROFILES:
+        raise ConfigError(f"unknown profile {name!r}; choose one of {', '.join(PROFILES)}")
+    return merge(PROFILES[name], overrides, f"profile {name} overrides")
+
+
+@dataclass(frozen=True)
+class HoldoutRule:
+    """Which of a site's labelled cases are held out for evaluation."""
+
+    # date: cases with exam_date on/after `date`; fraction: a seeded stratified fraction;
+    # all: every case (evaluate-only sites); none: nothing held out.
+    kind: Literal["date", "fraction", "all", "none"] = "date"
+    date: str = "2021-01-01"
+    fraction: float = 0.3
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.kind == "date":
+            try:
+                dt.date.fromisoformat(self.date)
+            except ValueError:
+                raise ValueError(f"holdout.date must be an ISO date (YYYY-MM-DD), got {self.date!r}") from None
+        if not 0.0 < self.fraction < 1.0:
+            raise ValueError(f"holdout.fraction must lie in (0, 1), got {self.fraction}")
+
+
+@dataclass(frozen=True)
+class HeatmapSelection:
+    """Which held-out cases get a heatmap picture during the final evaluation."""
+
+    mode: Literal["none", "per_class", "all"] = "per_class"
+    per_class: int = 2
+
+
+@dataclass(frozen=True)
+class SiteConfig:
+    """One hospital's client settings, read from its YAML in `sites/`."""
+
+    name: str
+    # Path of the site's manifest.csv; relative paths are taken from the YAML's folder.
+    manifest: Path
+    role: Literal["train", "evaluate"] = "train"
+    holdout: HoldoutRule = field(default_factory=HoldoutRule)
+    device: str = "auto"
+    batch_size: int = 16
+    num_workers: int = 0
+    heatmaps: HeatmapSelection = field(default_factory=HeatmapSelection)
+    # Where the site writes its local outputs (predictions, plots, heatmaps); never sent away.
+    output_dir: Path = Path("site_outputs")
+    # Deployment only: the SuperLink's Fleet address and the credentials the SuperNode uses.
+    server_address: str = "127.0.0.1:9092"
+    root_certificates: Path | None = None
+    auth_private_key: Path | None = None
+    auth_public_key: Path | None = None
+    # The coordinator's Ed25519 public key: models not signed by it are refused.
+    coordinator_public_key: Path | None = None
+
+
+def load_site_config(path: str | Path) -> SiteConfig:
+    """Read a site YAML; relative paths in it are resolved against the YAML's folder."""
+    path = Path(path)
+    site = from_dict(SiteConfig, read_yaml(path), str(path))
+    base = path.resolve().parent
+    resolved = {
+        name: (base / value).resolve() if isinstance(value, Path) and not value.is_absolute() else value
+        for name, value in vars(site).items()
+    }
+    return replace(site, **{k: v for k, v in resolved.items() if isinstance(v, Path)})
+
+
+__all__ = [
+    "AugmentConfig", "ConfigError", "DataConfig", "HeatmapSelection", "HoldoutRule", "ModelConfig",
+    "PROFILES", "Profile", "SiteConfig", "TrainConfig", "get_profile", "load_site_config", "to_dict",
+]

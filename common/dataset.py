@@ -1,0 +1,120 @@
+"""The one dataset interface every site satisfies: cases -> (BUS, CDFI, target) tensors."""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset, WeightedRandomSampler
+
+from common import augment
+from common.config import DataConfig
+from common.imaging import ImageError, crop, expand_roi, read_image, to_tensor
+from common.labels import CLASS_INDEX, Level
+from common.manifest import Case
+
+UNLABELED = -1
+
+
+class CaseError(RuntimeError):
+    """Reading or preparing one case failed; the message names the case and the file."""
+
+
+class Prepared(NamedTuple):
+    """A case image cropped once to its ROI (+ margin + room for jitter), at about the input size."""
+
+    image: np.ndarray  # uint8 RGB
+    box: tuple[int, int, int, int]  # the ROI + margin inside `image`
+
+
+def prepare(image: np.ndarray, roi: tuple[int, int, int, int] | None, cfg: DataConfig) -> Prepared:
+    """Crop to the ROI with margin plus jitter room, and scale so the ROI box spans `input_size`."""
+    full = (0, 0, image.shape[1], image.shape[0])
+    box = expand_roi(roi, cfg.roi_margin, image.shape) if roi else full
+    context = expand_roi(box, cfg.augment.box_jitter, image.shape)
+    patch = crop(image, context)
+    sx, sy = cfg.input_size / box[2], cfg.input_size / box[3]
+    size = (max(1, round(patch.shape[1] * sx)), max(1, round(patch.shape[0] * sy)))
+    patch = cv2.resize(patch, size, interpolation=cv2.INTER_AREA if sx < 1 else cv2.INTER_LINEAR)
+    inner = (round((box[0] - context[0]) * sx), round((box[1] - context[1]) * sy), cfg.input_size, cfg.input_size)
+    return Prepared(patch, expand_roi(inner, 0.0, patch.shape))
+
+
+class CaseDataset(Dataset):
+    """Cases of one site as tensors, for one hierarchy level or for the 4-class model.
+
+    Args:
+        cases: validated cases (see `common.manifest.load_cases`).
+        cfg: preprocessing settings.
+        level: keep only this sub-model's classes and give binary targets; None gives 4-class
+            indices (and -1 for unlabeled cases).
+        train: apply augmentation.
+        seed: augmentation seed; with `set_epoch` the draws depend on (seed, epoch, index) only.
+    """
+
+    def __init__(self, cases: list[Case], cfg: DataConfig, level: Level | None = None,
+                 train: bool = False, seed: int = 0) -> None:
+        self.cases = [c for c in cases if level is None or c.label in level.labels]
+        self.cfg, self.level, self.train, self.seed, self.epoch = cfg, level, train, seed, 0
+        self._cache: dict[int, tuple[Prepared, Prepared]] = {}
+
+    def __len__(self) -> int:
+        return len(self.cases)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Change the augmentation draws for a new epoch."""
+        self.epoch = epoch
+
+    def targets(self) -> np.ndarray:
+        """Targets of all cases without reading any image."""
+        return np.array([self._target(c) for c in self.cases], dtype=np.int64)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        bus, cdfi = self._prepared(index)
+        if not self.train:
+            size = self.cfg.input_size
+            return to_tensor(crop(bus.image, bus.box), size), to_tensor(crop(cdfi.image, cdfi.box), size), \
+                self._target(self.cases[index])
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        return self._augment(bus, rng, cdfi=False), self._augment(cdfi, rng, cdfi=True), \
+            self._target(self.cases[index])
+
+    def _target(self, case: Case) -> int:
+        if case.label is None:
+            return UNLABELED
+        return self.level.target(case.label) if self.level else CLASS_INDEX[case.label]
+
+    def _prepared(self, index: int) -> tuple[Prepared, Prepared]:
+        if index not in self._cache:
+            case = self.cases[index]
+            try:
+                self._cache[index] = (prepare(read_image(case.bus_path), case.roi, self.cfg),
+                                      prepare(read_image(case.cdfi_path), case.roi, self.cfg))
+            except (ImageError, cv2.error, ValueError) as err:
+                raise CaseError(f"case {case.case_id}: {err} (run `clafed validate` on the manifest)") from None
+        return self._cache[index]
+
+    def _augment(self, prepared: Prepared, rng: np.random.Generator, cdfi: bool) -> torch.Tensor:
+        aug = self.cfg.augment
+        box = augment.jitter_box(prepared.box, aug.box_jitter, prepared.image.shape, rng)
+        patch = augment.geometric(crop(prepared.image, box), aug, rng)
+        photometric = augment.cdfi_photometric if cdfi else augment.bus_photometric
+        patch = cv2.resize(photometric(patch, aug, rng), (self.cfg.input_size, self.cfg.input_size),
+                           interpolation=cv2.INTER_LINEAR)
+        return to_tensor(patch, self.cfg.input_size)
+
+
+def class_weights(targets: np.ndarray, n_classes: int = 2) -> np.ndarray:
+    """Inverse-frequency weights normalised to mean 1 over the present classes (absent classes: 0)."""
+    counts = np.bincount(targets, minlength=n_classes).astype(np.float64)
+    weights = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / max(1, (counts > 0).sum()), 0.0)
+    return weights
+
+
+def balanced_sampler(targets: np.ndarray, seed: int) -> WeightedRandomSampler:
+    """Draw each class equally often (with replacement), seeded; an epoch keeps the dataset's length."""
+    per_case = class_weights(targets, int(targets.max()) + 1)[targets]
+    generator = torch.Generator().manual_seed(seed)
+    return WeightedRandomSampler(torch.as_tensor(per_case, dtype=torch.double), num_samples=len(targets),
+                                 replacement=True, generator=generator)

@@ -1,0 +1,66 @@
+"""Reading ultrasound images with OpenCV, ROI cropping and conversion to normalised tensors."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+# ImageNet statistics: the extractors are ImageNet-initialised in the paper.
+MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+# A pixel counts as Doppler colour when its channels differ by more than this (grey is R=G=B;
+# JPEG noise stays well below it).
+CHROMA_THRESHOLD = 40
+# Fewer coloured pixels than this fraction means "no colour at all": a B-mode image in the CDFI slot.
+MIN_COLOUR_FRACTION = 1e-4
+
+
+class ImageError(ValueError):
+    """An image is missing, unreadable or unsuitable; the message names the file."""
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an image as RGB uint8 (H, W, 3); grayscale files are replicated to three channels."""
+    path = Path(path)
+    if not path.is_file():
+        raise ImageError(f"missing file {path}")
+    data = np.fromfile(path, dtype=np.uint8)  # imread cannot report why it failed; decode can't either
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if image is None:
+        raise ImageError(f"unreadable image {path} (not a PNG/JPEG/BMP, or corrupt)")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def colour_fraction(rgb: np.ndarray) -> float:
+    """Fraction of pixels whose channels differ enough to be Doppler colour."""
+    spread = rgb.max(axis=2).astype(np.int16) - rgb.min(axis=2).astype(np.int16)
+    return float((spread > CHROMA_THRESHOLD).mean())
+
+
+def expand_roi(roi: tuple[int, int, int, int], margin: float, shape: tuple[int, ...]) -> tuple[int, int, int, int]:
+    """Grow an (x, y, w, h) box by `margin` of its size on each side, clipped to the image."""
+    x, y, w, h = roi
+    dx, dy = int(round(w * margin)), int(round(h * margin))
+    x0, y0 = max(0, x - dx), max(0, y - dy)
+    x1, y1 = min(shape[1], x + w + dx), min(shape[0], y + h + dy)
+    return x0, y0, x1 - x0, y1 - y0
+
+
+def crop(image: np.ndarray, box: tuple[int, int, int, int] | None) -> np.ndarray:
+    """Crop to an (x, y, w, h) box; None keeps the whole image."""
+    if box is None:
+        return image
+    x, y, w, h = box
+    return image[y:y + h, x:x + w]
+
+
+def to_tensor(rgb: np.ndarray, size: int) -> torch.Tensor:
+    """Resize to (size, size), scale to [0, 1] and normalise with ImageNet statistics -> (3, S, S)."""
+    if rgb.shape[0] != size or rgb.shape[1] != size:
+        interp = cv2.INTER_AREA if min(rgb.shape[:2]) > size else cv2.INTER_LINEAR
+        rgb = cv2.resize(rgb, (size, size), interpolation=interp)
+    scaled = rgb.astype(np.float32) / 255.0 if rgb.dtype == np.uint8 else rgb.astype(np.float32)
+    normalised = (scaled - MEAN) / STD
+    return torch.from_numpy(np.ascontiguousarray(normalised.transpose(2, 0, 1)))

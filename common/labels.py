@@ -1,0 +1,57 @@
+"""Class names, their fixed order, and how the three hierarchy levels split them."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# The fixed output order of CLA-HDM; every probability vector and report uses it.
+CLASSES: tuple[str, ...] = ("reactive", "tuberculous", "lymphoma", "metastatic")
+CLASS_INDEX: dict[str, int] = {name: i for i, name in enumerate(CLASSES)}
+BENIGN: frozenset[str] = frozenset({"reactive", "tuberculous"})
+MALIGNANT: frozenset[str] = frozenset({"lymphoma", "metastatic"})
+
+
+@dataclass(frozen=True)
+class Level:
+    """One sub-model's binary task: which labels it sees and how it names them.
+
+    Index 1 is the positive class, matching how the paper reports sensitivity
+    (malignant, tuberculous and metastatic are the positives of levels 1, 2, 3).
+    """
+
+    key: str
+    title: str
+    negative: tuple[str, ...]
+    positive: tuple[str, ...]
+    names: tuple[str, str]
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """Every 4-class label this level is trained and evaluated on."""
+        return self.negative + self.positive
+
+    def target(self, label: str) -> int:
+        """The binary target (0 or 1) of a 4-class label that belongs to this level."""
+        if label in self.positive:
+            return 1
+        if label in self.negative:
+            return 0
+        raise ValueError(f"label {label!r} does not belong to {self.key} ({self.title})")
+
+
+LEVELS: tuple[Level, ...] = (
+    Level("submodel1", "benign vs malignant", ("reactive", "tuberculous"), ("lymphoma", "metastatic"),
+          ("benign", "malignant")),
+    Level("submodel2", "reactive vs tuberculous", ("reactive",), ("tuberculous",),
+          ("reactive", "tuberculous")),
+    Level("submodel3", "lymphoma vs metastatic", ("lymphoma",), ("metastatic",),
+          ("lymphoma", "metastatic")),
+)
+LEVEL_BY_KEY: dict[str, Level] = {level.key: level for level in LEVELS}
+
+
+def check_label(label: str) -> str:
+    """Return `label` normalised to lower case, or raise naming the allowed values."""
+    norm = label.strip().lower()
+    if norm not in CLASS_INDEX:
+        raise ValueError(f"unknown label {label!r}; expected one of {', '.join(CLASSES)}")
+    return norm

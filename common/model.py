@@ -1,0 +1,126 @@
+"""CLA-HDM: dual-modality sub-models and their hierarchical assembly."""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from common.backbone import build_extractor
+from common.config import ModelConfig
+from common.labels import LEVELS
+
+
+class ChannelAttention(nn.Module):
+    """Reweights the R, G, B channels of a CDFI image (GAP -> FC 3->10 -> ReLU -> FC 10->3 -> softmax)."""
+
+    def __init__(self, channels: int = 3, hidden: int = 10) -> None:
+        super().__init__()
+        self.fc = nn.Sequential(nn.Linear(channels, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, channels))
+
+    def weights(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-image channel weights (B, 3), summing to 1."""
+        return torch.softmax(self.fc(x.mean(dim=(2, 3))), dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Scaled by the channel count so uniform weights leave the image unchanged, which keeps
+        # ImageNet-initialised extractors on the input statistics they were trained on.
+        w = self.weights(x) * x.shape[1]
+        return x * w[:, :, None, None]
+
+
+class ModalityFusionAttention(nn.Module):
+    """Gates the CDFI feature channels with weights computed from the BUS features (GAP -> FC -> sigmoid)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.fc = nn.Linear(channels, channels)
+
+    def forward(self, bus_map: torch.Tensor, cdfi_map: torch.Tensor) -> torch.Tensor:
+        gate = torch.sigmoid(self.fc(bus_map.mean(dim=(2, 3))))
+        return cdfi_map * gate[:, :, None, None]
+
+
+def _mlp(in_dim: int, hidden: tuple[int, ...], dropout: float, out_dim: int = 2) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for width in hidden:
+        layers += [nn.Dropout(dropout), nn.Linear(in_dim, width), nn.ReLU(inplace=True)]
+        in_dim = width
+    layers.append(nn.Linear(in_dim, out_dim))
+    return nn.Sequential(*layers)
+
+
+class SubModelOutput(NamedTuple):
+    """Logits of the fused head and of the two auxiliary per-branch heads."""
+
+    logits: torch.Tensor
+    bus_logits: torch.Tensor
+    cdfi_logits: torch.Tensor
+
+
+class SubModel(nn.Module):
+    """One binary sub-model: BUS and CDFI branches, two attention blocks, late fusion."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cdfi_attention = ChannelAttention()
+        self.bus = build_extractor(cfg.backbone, cfg.pretrained)
+        self.cdfi = build_extractor(cfg.backbone, cfg.pretrained)
+        dim = self.bus.out_channels
+        self.fusion_attention = ModalityFusionAttention(dim)
+        self.head = _mlp(2 * dim, cfg.fusion_hidden, cfg.dropout)
+        self.bus_head = _mlp(dim, (cfg.aux_hidden,), cfg.dropout)
+        self.cdfi_head = _mlp(dim, (cfg.aux_hidden,), cfg.dropout)
+
+    def forward_all(self, bus: torch.Tensor, cdfi: torch.Tensor) -> SubModelOutput:
+        """Fused and auxiliary logits; training uses all three (deep supervision)."""
+        bus_map = self.bus(bus)
+        cdfi_map = self.fusion_attention(bus_map, self.cdfi(self.cdfi_attention(cdfi)))
+        bus_vec, cdfi_vec = bus_map.mean(dim=(2, 3)), cdfi_map.mean(dim=(2, 3))
+        logits = self.head(torch.cat([bus_vec, cdfi_vec], dim=1))
+        return SubModelOutput(logits, self.bus_head(bus_vec), self.cdfi_head(cdfi_vec))
+
+    def forward(self, bus: torch.Tensor, cdfi: torch.Tensor) -> torch.Tensor:
+        """Fused logits (B, 2); index 1 is the level's positive class."""
+        return self.forward_all(bus, cdfi).logits
+
+
+class HierarchicalOutput(NamedTuple):
+    """CLA-HDM output; 4-class tensors are in `common.labels.CLASSES` order."""
+
+    soft: torch.Tensor  # (B, 4) product form: P(benign)*P(subtype|benign), ...
+    hard: torch.Tensor  # (B, 4) gated form: sub-model 2's or 3's probabilities, zeros elsewhere
+    levels: torch.Tensor  # (B, 3) P(malignant), P(tuberculous | benign), P(metastatic | malignant)
+    malignant: torch.Tensor  # (B,) bool: the gate sent the case to sub-model 3
+
+
+class CLAHDM(nn.Module):
+    """Three sub-models and a gate threshold assembled into the 4-class hierarchical model."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.config = cfg
+        self.submodels = nn.ModuleDict({level.key: SubModel(cfg) for level in LEVELS})
+        self.threshold = cfg.threshold
+
+    def forward(self, bus: torch.Tensor, cdfi: torch.Tensor) -> HierarchicalOutput:
+        """Run all three sub-models and assemble the soft and hard 4-class probabilities."""
+        p = [torch.softmax(self.submodels[lv.key](bus, cdfi), dim=1)[:, 1] for lv in LEVELS]
+        return assemble(*p, threshold=self.threshold)
+
+
+def assemble(p_malignant: torch.Tensor, p_tb: torch.Tensor, p_met: torch.Tensor,
+             threshold: float = 0.5) -> HierarchicalOutput:
+    """Combine the three levels' positive-class probabilities into 4-class probabilities."""
+    benign = torch.stack([1 - p_tb, p_tb], dim=1)  # reactive, tuberculous
+    malignant = torch.stack([1 - p_met, p_met], dim=1)  # lymphoma, metastatic
+    soft = torch.cat([(1 - p_malignant)[:, None] * benign, p_malignant[:, None] * malignant], dim=1)
+    gate = p_malignant > threshold
+    zeros = torch.zeros_like(benign)
+    hard = torch.where(gate[:, None], torch.cat([zeros, malignant], 1), torch.cat([benign, zeros], 1))
+    return HierarchicalOutput(soft, hard, torch.stack([p_malignant, p_tb, p_met], dim=1), gate)
+
+
+def count_parameters(module: nn.Module) -> int:
+    """Number of parameters (trainable or not) of a module."""
+    return sum(p.numel() for p in module.parameters())

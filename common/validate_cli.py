@@ -1,0 +1,32 @@
+"""`clafed validate PATH`: check a manifest or a site YAML and print one line per problem."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of `clafed validate`."""
+    parser.add_argument("path", type=Path, help="a manifest.csv or a site YAML (its manifest is checked)")
+    parser.add_argument("--min-size", type=int, default=None,
+                        help="smallest accepted image side in pixels (default: the data config's)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print every problem with its case id; exit 1 if there is any, 0 if the data is clean."""
+    from common.config import DataConfig, load_site_config
+    from common.typed_config import ConfigError
+    from common.validation import validate_manifest
+
+    path: Path = args.path
+    if path.suffix.lower() in (".yaml", ".yml"):
+        try:
+            path = load_site_config(path).manifest
+        except ConfigError as err:
+            print(err)
+            return 1
+    problems = validate_manifest(path, args.min_size or DataConfig().min_image_size)
+    for problem in problems:
+        print(problem)
+    print(f"{path}: {len(problems)} problem(s)" if problems else f"{path}: OK")
+    return 1 if problems else 0

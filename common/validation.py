@@ -1,0 +1,106 @@
+"""Row-by-row checks of a manifest: every problem is reported with its case id."""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from common.imaging import MIN_COLOUR_FRACTION, ImageError, colour_fraction, read_image
+from common.labels import CLASS_INDEX
+from common.manifest import ROI_COLUMNS, read_table
+
+DEFAULT_MIN_SIZE = 64
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One problem of one case (or of the whole file when case_id is empty)."""
+
+    case_id: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"case {self.case_id}: {self.message}" if self.case_id else self.message
+
+
+def validate_manifest(path: str | Path, min_size: int = DEFAULT_MIN_SIZE) -> list[Problem]:
+    """Check a manifest file; a file-level problem (missing, wrong columns) is the only entry."""
+    path = Path(path)
+    try:
+        table = read_table(path)
+    except ValueError as err:
+        return [Problem("", str(err))]
+    return validate_table(table, path.parent, min_size=min_size)
+
+
+def validate_table(table: pd.DataFrame, root: Path, min_size: int = DEFAULT_MIN_SIZE,
+                   check_images: bool = True) -> list[Problem]:
+    """Check every row of a manifest table whose image paths are relative to `root`."""
+    problems: list[Problem] = []
+    counts = table["case_id"].value_counts()
+    for number, row in enumerate(table.to_dict("records"), start=2):  # line 1 is the header
+        case = row["case_id"] or f"<line {number}>"
+        if not row["case_id"]:
+            problems.append(Problem(case, "empty case_id"))
+        elif counts[row["case_id"]] > 1:
+            problems.append(Problem(case, f"duplicate case_id (line {number})"))
+        problems += [Problem(case, m) for m in _check_fields(row)]
+        if check_images:
+            problems += [Problem(case, m) for m in _check_images(row, root, min_size)]
+    return problems
+
+
+def _check_fields(row: dict[str, str]) -> list[str]:
+    messages = []
+    if row["label"] and row["label"].lower() not in CLASS_INDEX:
+        messages.append(f"unknown label {row['label']!r} (expected one of {', '.join(CLASS_INDEX)} or empty)")
+    try:
+        dt.date.fromisoformat(row["exam_date"])
+    except ValueError:
+        messages.append(f"bad exam_date {row['exam_date']!r} (expected YYYY-MM-DD)")
+    roi = [row.get(c, "") for c in ROI_COLUMNS]
+    if any(roi):
+        try:
+            x, y, w, h = (float(v) for v in roi)
+            if w <= 0 or h <= 0 or x < 0 or y < 0:
+                messages.append(f"ROI {','.join(roi)} has a negative origin or an empty size")
+        except ValueError:
+            messages.append(f"ROI {','.join(roi)} is not four numbers")
+    return messages
+
+
+def _check_images(row: dict[str, str], root: Path, min_size: int) -> list[str]:
+    messages = []
+    shapes = {}
+    for column in ("bus_path", "cdfi_path"):
+        if not row[column]:
+            messages.append(f"empty {column}")
+            continue
+        try:
+            image = read_image(root / row[column])
+        except ImageError as err:
+            messages.append(f"{column}: {err}")
+            continue
+        shapes[column] = image.shape
+        if min(image.shape[:2]) < min_size:
+            messages.append(f"{column}: image too small ({image.shape[1]}x{image.shape[0]} px, "
+                            f"minimum {min_size} px per side)")
+        if column == "cdfi_path" and colour_fraction(image) < MIN_COLOUR_FRACTION:
+            messages.append(f"cdfi_path: no Doppler colour at all in {root / row[column]} (a B-mode image?)")
+    messages += _check_roi_inside(row, shapes)
+    return messages
+
+
+def _check_roi_inside(row: dict[str, str], shapes: dict[str, tuple[int, ...]]) -> list[str]:
+    try:
+        x, y, w, h = (float(row[c]) for c in ROI_COLUMNS)
+    except (KeyError, ValueError):
+        return []  # absent ROI is allowed; malformed ones are reported by _check_fields
+    messages = []
+    for column, shape in shapes.items():
+        if x + w > shape[1] or y + h > shape[0]:
+            messages.append(f"ROI {x:g},{y:g},{w:g},{h:g} lies outside the {column} image "
+                            f"({shape[1]}x{shape[0]} px)")
+    return messages

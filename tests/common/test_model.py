@@ -1,0 +1,89 @@
+"""CLA-HDM structure: shapes, probability sums, gating, attention, checkpoints, initialisation."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from common.backbone import build_extractor
+from common.checkpoint import load_checkpoint, save_checkpoint
+from common.config import DataConfig, ModelConfig
+from common.model import CLAHDM, ChannelAttention, SubModel, assemble
+
+TINY = ModelConfig(backbone="resnet10", fusion_hidden=(16,), aux_hidden=8, dropout=0.0)
+
+
+@pytest.fixture
+def batch():
+    torch.manual_seed(0)
+    return torch.randn(3, 3, 64, 64), torch.randn(3, 3, 64, 64)
+
+
+def test_clahdm_shapes_and_probability_sums(batch):
+    out = CLAHDM(TINY).eval()(*batch)
+    assert out.soft.shape == out.hard.shape == (3, 4)
+    assert out.levels.shape == (3, 3)
+    torch.testing.assert_close(out.soft.sum(1), torch.ones(3))
+    torch.testing.assert_close(out.hard.sum(1), torch.ones(3))
+    assert (out.soft >= 0).all() and (out.hard >= 0).all()
+
+
+@pytest.mark.parametrize("threshold, expect_malignant", [(0.3, [True, True, False]), (0.7, [False, True, False])])
+def test_gate_routes_by_threshold(threshold, expect_malignant):
+    p1 = torch.tensor([0.5, 0.9, 0.1])
+    p_tb, p_met = torch.tensor([0.2, 0.4, 0.6]), torch.tensor([0.7, 0.8, 0.1])
+    out = assemble(p1, p_tb, p_met, threshold=threshold)
+    assert out.malignant.tolist() == expect_malignant
+    for i, malignant in enumerate(expect_malignant):
+        expected = [0, 0, 1 - p_met[i], p_met[i]] if malignant else [1 - p_tb[i], p_tb[i], 0, 0]
+        torch.testing.assert_close(out.hard[i], torch.tensor(expected, dtype=torch.float32))
+    torch.testing.assert_close(out.soft[0], torch.tensor([0.5 * 0.8, 0.5 * 0.2, 0.5 * 0.3, 0.5 * 0.7]))
+
+
+def test_channel_attention_weights_sum_to_one_per_image(batch):
+    attention = ChannelAttention()
+    weights = attention.weights(batch[1])
+    assert weights.shape == (3, 3)
+    torch.testing.assert_close(weights.sum(1), torch.ones(3))
+    reweighted = attention(batch[1])
+    torch.testing.assert_close(reweighted, batch[1] * 3 * weights[:, :, None, None])
+
+
+def test_submodel_returns_fused_and_auxiliary_logits(batch):
+    out = SubModel(TINY).forward_all(*batch)
+    assert out.logits.shape == out.bus_logits.shape == out.cdfi_logits.shape == (3, 2)
+
+
+def test_checkpoint_round_trip_gives_identical_outputs(tmp_path, batch):
+    model = CLAHDM(ModelConfig(**{**TINY.__dict__, "threshold": 0.4})).eval()
+    path = tmp_path / "model.pt"
+    save_checkpoint(path, model, DataConfig(input_size=64), {"round": 3})
+    loaded = load_checkpoint(path)
+    before, after = model(*batch), loaded.model(*batch)
+    torch.testing.assert_close(before.soft, after.soft)
+    torch.testing.assert_close(before.hard, after.hard)
+    assert loaded.model.threshold == 0.4
+    assert loaded.data_config.input_size == 64 and loaded.metadata == {"round": 3}
+
+
+def test_checkpoint_refuses_a_file_that_is_not_one(tmp_path):
+    path = tmp_path / "other.pt"
+    torch.save({"state_dict": {}}, path)
+    with pytest.raises(ValueError, match="not a clafed CLA-HDM checkpoint"):
+        load_checkpoint(path)
+
+
+def test_local_pretrained_weights_file_is_loaded(tmp_path):
+    source = build_extractor("resnet10")
+    state = {f"{k}": v for k, v in source.state_dict().items()}
+    state["fc.weight"] = torch.zeros(1000, 512)  # a classifier from another task is ignored
+    path = tmp_path / "resnet10.pth"
+    torch.save(state, path)
+    loaded = build_extractor("resnet10", str(path))
+    torch.testing.assert_close(loaded.layer4[0].conv1.weight, source.layer4[0].conv1.weight)
+
+
+def test_pretrained_errors_are_clear(tmp_path):
+    with pytest.raises(FileNotFoundError, match="pretrained weights file not found"):
+        build_extractor("resnet18", str(tmp_path / "absent.pth"))
+    with pytest.raises(ValueError, match="resnet10 has no ImageNet weights"):
+        build_extractor("resnet10", "imagenet")
