@@ -12,6 +12,9 @@ import sys
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "validate": ("common.validate_cli", "check a manifest or site YAML; one line per problem"),
+    "readers": ("common.readers_cli", "reader-study statistics (CIs, McNemar, permutation tests) as Markdown"),
+    "synth": ("simulation.synth_cli", "write a synthetic three-hospital BUS + CDFI dataset"),
+    "split": ("simulation.split_cli", "split a pooled manifest into virtual hospitals (no image copies)"),
 }
 
 

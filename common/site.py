@@ -1,0 +1,69 @@
+"""A site's data as every part of clafed sees it: validated cases split into training and held-out."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from common.config import ConfigError, DataConfig, SiteConfig, load_site_config
+from common.dataset import CaseDataset
+from common.holdout import split_holdout
+from common.labels import LEVELS, Level
+from common.manifest import Case, load_cases
+
+
+@dataclass
+class SiteData:
+    """One site's cases. Datasets are memoised so decoded images are reused across rounds."""
+
+    config: SiteConfig
+    train_cases: list[Case]
+    heldout_cases: list[Case]
+    _datasets: dict = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def load(cls, config: SiteConfig) -> "SiteData":
+        """Validate the site's manifest and split it by the site's hold-out rule."""
+        train, held = split_holdout(load_cases(config.manifest), config.holdout)
+        if config.role == "evaluate":  # evaluate-only sites never train: everything is held out
+            train, held = [], train + held
+        return cls(config, train, held)
+
+    def train_dataset(self, level: Level, cfg: DataConfig, seed: int = 0) -> CaseDataset:
+        """Augmented training cases of one sub-model's classes."""
+        return self._memo(("train", level.key, cfg, seed),
+                          lambda: CaseDataset(self.train_cases, cfg, level=level, train=True, seed=seed))
+
+    def heldout_dataset(self, cfg: DataConfig, level: Level | None = None) -> CaseDataset:
+        """Held-out cases without augmentation (4-class targets unless a level is given)."""
+        key = ("heldout", level.key if level else None, cfg)
+        return self._memo(key, lambda: CaseDataset(self.heldout_cases, cfg, level=level))
+
+    def counts(self) -> dict[str, int]:
+        """Aggregate case counts (the only description of its data a site shares)."""
+        out = {f"train.{lv.key}": sum(c.label in lv.labels for c in self.train_cases) for lv in LEVELS}
+        out["train.total"] = len(self.train_cases)
+        out["heldout.total"] = len(self.heldout_cases)
+        return out
+
+    def _memo(self, key, build):
+        if key not in self._datasets:
+            self._datasets[key] = build()
+        return self._datasets[key]
+
+
+_LOADED: dict[tuple[str, float], SiteData] = {}
+
+
+def load_site(path: str | Path) -> SiteData:
+    """Load a site from its YAML once per process (keyed by path and modification time).
+
+    A Flower client handles every round in the same process: re-validating hundreds of images
+    per message would dominate a round on a small machine.
+    """
+    path = Path(path).resolve()
+    if not path.is_file():
+        raise ConfigError(f"site config not found: {path} (check the SuperNode's node_config site-config)")
+    key = (str(path), path.stat().st_mtime)
+    if key not in _LOADED:
+        _LOADED[key] = SiteData.load(load_site_config(path))
+    return _LOADED[key]
