@@ -10,7 +10,7 @@ from torch.utils.data import Dataset, WeightedRandomSampler
 
 from common import augment
 from common.config import DataConfig
-from common.imaging import ImageError, crop, expand_roi, read_image, to_tensor
+from common.imaging import ImageError, crop, crop_padded, expand_roi, read_image, to_tensor
 from common.labels import CLASS_INDEX, Level
 from common.manifest import Case
 
@@ -28,16 +28,28 @@ class Prepared(NamedTuple):
     box: tuple[int, int, int, int]  # the ROI + margin inside `image`
 
 
+def input_box(roi: tuple[int, int, int, int] | None, margin: float, shape: tuple[int, ...]) -> tuple[int, int, int, int]:
+    """The square (x, y, side, side) of the original image the un-augmented model input shows.
+
+    The ROI plus margin is grown to a square around its centre (never stretched: the node's
+    long/short-axis ratio is diagnostic); it may reach past the image, where it is black.
+    Heatmaps are mapped back to the original image through this box.
+    """
+    x, y, w, h = roi if roi else (0, 0, shape[1], shape[0])
+    side = max(1, round(max(w, h) * (1.0 + 2.0 * margin))) if roi else max(w, h)
+    return round(x + w / 2 - side / 2), round(y + h / 2 - side / 2), side, side
+
+
 def prepare(image: np.ndarray, roi: tuple[int, int, int, int] | None, cfg: DataConfig) -> Prepared:
-    """Crop to the ROI with margin plus jitter room, and scale so the ROI box spans `input_size`."""
-    full = (0, 0, image.shape[1], image.shape[0])
-    box = expand_roi(roi, cfg.roi_margin, image.shape) if roi else full
-    context = expand_roi(box, cfg.augment.box_jitter, image.shape)
-    patch = crop(image, context)
-    sx, sy = cfg.input_size / box[2], cfg.input_size / box[3]
-    size = (max(1, round(patch.shape[1] * sx)), max(1, round(patch.shape[0] * sy)))
-    patch = cv2.resize(patch, size, interpolation=cv2.INTER_AREA if sx < 1 else cv2.INTER_LINEAR)
-    inner = (round((box[0] - context[0]) * sx), round((box[1] - context[1]) * sy), cfg.input_size, cfg.input_size)
+    """Crop the square input box plus room for jitter, scaled so the box spans `input_size`."""
+    box = input_box(roi, cfg.roi_margin, image.shape)
+    room = round(box[2] * cfg.augment.box_jitter)
+    context = (box[0] - room, box[1] - room, box[2] + 2 * room, box[3] + 2 * room)
+    patch = crop_padded(image, context)
+    scale = cfg.input_size / box[2]
+    size = max(1, round(patch.shape[1] * scale))
+    patch = cv2.resize(patch, (size, size), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    inner = (round(room * scale), round(room * scale), cfg.input_size, cfg.input_size)
     return Prepared(patch, expand_roi(inner, 0.0, patch.shape))
 
 

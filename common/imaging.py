@@ -35,7 +35,9 @@ def read_image(path: str | Path) -> np.ndarray:
 
 def colour_fraction(rgb: np.ndarray) -> float:
     """Fraction of pixels whose channels differ enough to be Doppler colour."""
-    spread = rgb.max(axis=2).astype(np.int16) - rgb.min(axis=2).astype(np.int16)
+    # Channel-wise maximum/minimum on planes: several times faster than reducing over axis 2.
+    r, g, b = (rgb[..., i].astype(np.int16) for i in range(3))
+    spread = np.maximum(np.maximum(r, g), b) - np.minimum(np.minimum(r, g), b)
     return float((spread > CHROMA_THRESHOLD).mean())
 
 
@@ -54,6 +56,17 @@ def crop(image: np.ndarray, box: tuple[int, int, int, int] | None) -> np.ndarray
         return image
     x, y, w, h = box
     return image[y:y + h, x:x + w]
+
+
+def crop_padded(image: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    """Crop to an (x, y, w, h) box that may reach past the image; the outside is black."""
+    x, y, w, h = box
+    out = np.zeros((h, w) + image.shape[2:], dtype=image.dtype)
+    x0, y0 = max(0, x), max(0, y)
+    x1, y1 = min(image.shape[1], x + w), min(image.shape[0], y + h)
+    if x1 > x0 and y1 > y0:
+        out[y0 - y:y1 - y, x0 - x:x1 - x] = image[y0:y1, x0:x1]
+    return out
 
 
 def to_tensor(rgb: np.ndarray, size: int) -> torch.Tensor:

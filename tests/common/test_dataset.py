@@ -81,3 +81,25 @@ def test_holdout_rules(site_manifest):
     train, held = split_holdout(cases, HoldoutRule(kind="fraction", fraction=0.25, seed=3))
     assert sorted(c.label for c in held) == ["lymphoma", "metastatic", "reactive", "tuberculous"]
     assert split_holdout(cases, HoldoutRule(kind="all"))[0] == []
+
+
+def test_roi_crop_keeps_the_axis_ratio():
+    """A 2:1 node must stay 2:1 in the model input: the long/short-axis ratio is diagnostic."""
+    from common.dataset import input_box, prepare
+    image = np.zeros((200, 300, 3), np.uint8)
+    image[80:120, 100:180] = 255  # an 80 x 40 bright "node" near the middle
+    cfg = DataConfig(input_size=64, roi_margin=0.25, augment=AugmentConfig(box_jitter=0.0))
+    assert input_box((100, 80, 80, 40), 0.25, image.shape) == (80, 40, 120, 120)
+    prepared = prepare(image, (100, 80, 80, 40), cfg)
+    bright = np.argwhere(prepared.image[..., 0] > 127)
+    height, width = np.ptp(bright, axis=0) + 1
+    assert prepared.image.shape[:2] == (64, 64) and abs(width / height - 2.0) < 0.15
+
+
+def test_roi_reaching_past_the_image_is_padded_black():
+    from common.dataset import prepare
+    image = np.full((100, 100, 3), 200, np.uint8)
+    prepared = prepare(image, (70, 10, 30, 60), DataConfig(input_size=32, roi_margin=0.0,
+                                                           augment=AugmentConfig(box_jitter=0.0)))
+    assert prepared.image.shape[:2] == (32, 32)
+    assert prepared.image[:, -3:].max() == 0 and prepared.image[:, :3].min() == 200
