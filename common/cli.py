@@ -15,6 +15,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "readers": ("common.readers_cli", "reader-study statistics (CIs, McNemar, permutation tests) as Markdown"),
     "synth": ("simulation.synth_cli", "write a synthetic three-hospital BUS + CDFI dataset"),
     "split": ("simulation.split_cli", "split a pooled manifest into virtual hospitals (no image copies)"),
+    "predict": ("client.predict_cli", "diagnose cases from a checkpoint: probabilities, path and heatmap pictures"),
+    "simulate": ("simulation.simulate_cli", "run the whole federation on this machine (synthetic data by default)"),
+    "certs": ("server.certs_cli", "generate the CA, TLS, SuperNode and model-signing keys of a deployment"),
+    "server": ("server.launch_cli", "start the coordinator's SuperLink (TLS, node authentication, database)"),
+    "client": ("client.launch_cli", "start this hospital's SuperNode from its site YAML"),
 }
 
 

@@ -30,8 +30,10 @@ class SiteData:
 
     def train_dataset(self, level: Level, cfg: DataConfig, seed: int = 0) -> CaseDataset:
         """Augmented training cases of one sub-model's classes."""
-        return self._memo(("train", level.key, cfg, seed),
-                          lambda: CaseDataset(self.train_cases, cfg, level=level, train=True, seed=seed))
+        dataset = self._memo(("train", level.key, cfg),
+                             lambda: CaseDataset(self.train_cases, cfg, level=level, train=True, seed=seed))
+        dataset.seed = seed  # new augmentation draws per round; the decoded images stay cached
+        return dataset
 
     def heldout_dataset(self, cfg: DataConfig, level: Level | None = None) -> CaseDataset:
         """Held-out cases without augmentation (4-class targets unless a level is given)."""
@@ -44,6 +46,19 @@ class SiteData:
         out["train.total"] = len(self.train_cases)
         out["heldout.total"] = len(self.heldout_cases)
         return out
+
+    def cohort(self) -> str:
+        """A one-line description of the held-out cohort, for reports."""
+        rule = self.config.holdout
+        if self.config.role == "evaluate" or rule.kind == "all":
+            what = "every labelled case (external cohort)"
+        elif rule.kind == "date":
+            what = f"cases examined on/after {rule.date}"
+        elif rule.kind == "fraction":
+            what = f"a stratified {rule.fraction:.0%} of cases (seed {rule.seed})"
+        else:
+            what = "no held-out cases"
+        return f"{what}, n={len(self.heldout_cases)}"
 
     def _memo(self, key, build):
         if key not in self._datasets:

@@ -1,0 +1,55 @@
+"""The ClientApp every hospital runs inside its SuperNode.
+
+Three messages: who are you (name, role, case counts), train one sub-model for a round, and
+evaluate the final CLA-HDM. Replies carry weights, counts and aggregate figures only.
+"""
+from __future__ import annotations
+
+import logging
+import os
+
+import torch
+from flwr.app import Context, Message, RecordDict
+from flwr.clientapp import ClientApp
+
+from common import messages as msg
+from common.labels import LEVEL_BY_KEY
+from client.final_evaluation import evaluate_final_model
+from client.local_training import train_round
+from client.site_context import current_site
+
+app = ClientApp()
+log = logging.getLogger("clafed.client")
+
+# Simulated sites share the machine's cores: the runner caps each one's torch threads.
+if os.environ.get("CLAFED_TORCH_THREADS"):
+    torch.set_num_threads(int(os.environ["CLAFED_TORCH_THREADS"]))
+
+
+@app.query("site_info")
+def site_info(message: Message, context: Context) -> Message:
+    site = current_site(context.node_config)
+    info = msg.config_record({"name": site.config.name, "role": site.config.role, "cohort": site.cohort()})
+    content = RecordDict({msg.SITE: info, msg.METRICS: msg.metric_record(site.counts())})
+    return Message(content, reply_to=message)
+
+
+@app.train()
+def train(message: Message, context: Context) -> Message:
+    site = current_site(context.node_config)
+    config = message.content[msg.CONFIG]
+    level = LEVEL_BY_KEY[str(config["level"])]
+    server_round = int(config.get("round-offset", 0)) + int(config["server-round"])
+    arrays, figures = train_round(
+        site, level, msg.profile_from_json(str(config["profile"])), message.content[msg.ARRAYS],
+        epochs=int(config["local-epochs"]), seed=int(config.get("seed", 0)), server_round=server_round,
+        proximal_mu=float(config.get("proximal-mu", 0.0)))
+    return Message(msg.train_reply(arrays, figures), reply_to=message)
+
+
+@app.evaluate()
+def evaluate(message: Message, context: Context) -> Message:
+    site = current_site(context.node_config)
+    figures = evaluate_final_model(site, message.content[msg.ARRAYS], message.content[msg.CONFIG])
+    info = msg.config_record({"name": site.config.name, "role": site.config.role, "cohort": site.cohort()})
+    return Message(RecordDict({msg.METRICS: msg.metric_record(figures), msg.SITE: info}), reply_to=message)

@@ -1,0 +1,59 @@
+"""The site's last step: check the coordinator's model, evaluate it on the held-out cohort locally.
+
+Predictions, plots and heatmaps stay in the site's output folder; only aggregate figures return.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from pathlib import Path
+
+from flwr.app import ArrayRecord, ConfigRecord
+
+from common import messages as msg
+from common.model import CLAHDM
+from common.site import SiteData
+from common.training import resolve_device
+
+log = logging.getLogger("clafed.client")
+
+
+def verify_model(site: SiteData, arrays: ArrayRecord, config: ConfigRecord) -> None:
+    """Refuse a model the coordinator did not sign, when the site has the coordinator's key."""
+    from common.signing import SignatureError, verify_digest, weights_digest
+
+    key = site.config.coordinator_public_key
+    signature = config.get("signature")
+    if key is None:
+        if signature is not None:
+            log.warning("%s: the model is signed but no coordinator_public_key is configured: not verified",
+                        site.config.name)
+        return
+    digest = weights_digest(msg.arrays_numpy(arrays), msg.signed_config(str(config["profile"])))
+    try:
+        verify_digest(digest, signature, Path(key))
+    except SignatureError as err:
+        raise SignatureError(f"site {site.config.name} refuses the model: {err}") from None
+
+
+def evaluate_final_model(site: SiteData, arrays: ArrayRecord, config: ConfigRecord) -> dict[str, float | int]:
+    """Verify, evaluate and write heatmaps for the held-out cohort; return aggregate figures."""
+    from client.evaluation import evaluate_site
+    from client.heatmaps import write_heatmaps
+
+    verify_model(site, arrays, config)  # before anything of the model is used
+    profile = msg.profile_from_json(str(config["profile"]))
+    model = CLAHDM(replace(profile.model, pretrained="none"))  # weights come from the server
+    model.load_state_dict(msg.arrays_to_state(arrays, model.state_dict()))
+    device = resolve_device(site.config.device)
+    out_dir = site.config.output_dir / str(config.get("run", "run"))
+    figures: dict[str, float | int] = {"n_cases": 0}
+    if site.heldout_cases:
+        figures = evaluate_site(model, site.heldout_cases, profile.data, out_dir / "evaluation",
+                                n_resamples=int(config.get("bootstrap", 1000)), seed=int(config.get("seed", 0)),
+                                batch_size=site.config.batch_size, device=device, num_workers=site.config.num_workers)
+        pictures = write_heatmaps(model, site.heldout_cases, profile.data, site.config.heatmaps,
+                                  out_dir / "heatmaps", device)
+        figures = dict(figures, heatmaps=len(pictures))
+    log.info("%s: evaluated %d held-out cases; outputs in %s", site.config.name, len(site.heldout_cases), out_dir)
+    return figures

@@ -1,0 +1,177 @@
+"""The coordinator's run: find the sites, federate each sub-model in turn, then evaluate everywhere.
+
+Sub-models are federated one after another (one phase per level), as the paper trained them
+independently: each phase is one Flower strategy run over that sub-model's weights only, weighted
+by that sub-model's local case counts, among the sites that have such cases.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+from flwr.app import Message, RecordDict
+from flwr.serverapp import Grid
+
+from common import messages as msg
+from common.config import Profile
+from common.labels import LEVELS, Level
+from common.model import CLAHDM
+from common.training import seed_everything
+from server.recorder import RunRecorder
+from server.settings import Settings
+from server.strategy import RoundReport, make_strategy
+
+log = logging.getLogger("clafed.server")
+
+
+class FederationError(RuntimeError):
+    """The run cannot go on (too few sites, a failed round); the last completed round is kept."""
+
+
+@dataclass
+class SiteInfo:
+    """A connected site as it describes itself: name, role and aggregate case counts only."""
+
+    node_id: int
+    name: str
+    role: str
+    cohort: str
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def trains(self, level: Level) -> bool:
+        return self.role == "train" and self.counts.get(f"train.{level.key}", 0) > 0
+
+
+def short_reason(reason: str) -> str:
+    """The site's own error message without the transport's traceback around it."""
+    text = reason.split("Message:", 1)[-1] if "Message:" in reason else reason
+    text = text.strip()
+    text = text[:-2] if text.endswith("'>") else text  # Ray wraps the message as <'...'>
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else reason
+
+
+def wait_for_sites(grid: Grid, settings: Settings) -> list[int]:
+    """Wait until `min_sites` SuperNodes are connected, or fail with what is missing."""
+    deadline = time.time() + settings.connect_timeout
+    while len(nodes := list(grid.get_node_ids())) < settings.min_sites:
+        if time.time() > deadline:
+            raise FederationError(
+                f"only {len(nodes)} of the required {settings.min_sites} sites connected within "
+                f"{settings.connect_timeout:.0f} s: check that each hospital's SuperNode is running and can "
+                f"reach the SuperLink (or lower min_sites)")
+        time.sleep(1.0)
+    return nodes
+
+
+def discover_sites(grid: Grid, settings: Settings) -> list[SiteInfo]:
+    """Ask every connected node who it is; a site that cannot load its data is reported by name."""
+    nodes = wait_for_sites(grid, settings)
+    queries = [Message(RecordDict(), dst_node_id=node, message_type=msg.SITE_INFO) for node in nodes]
+    replies = list(grid.send_and_receive(queries, timeout=settings.connect_timeout))
+    sites, problems = [], []
+    for reply in replies:
+        node = reply.metadata.src_node_id
+        if reply.has_error():
+            problems.append(f"node {node}: {short_reason(reply.error.reason)}")
+            continue
+        info = reply.content[msg.SITE]
+        counts = {k: int(v) for k, v in reply.content[msg.METRICS].items()}
+        sites.append(SiteInfo(node, str(info["name"]), str(info["role"]), str(info["cohort"]), counts))
+    answered = {r.metadata.src_node_id for r in replies}
+    problems += [f"node {node}: no answer within {settings.connect_timeout:.0f} s" for node in nodes if node not in answered]
+    for problem in problems:
+        log.error("site failed to start: %s", problem)
+    names = [s.name for s in sites]
+    if len(set(names)) != len(names):
+        raise FederationError(f"two sites use the same name ({', '.join(sorted(names))}): give each site YAML its own name")
+    if len(sites) < settings.min_sites:
+        raise FederationError(f"{len(sites)} usable sites, {settings.min_sites} required; "
+                              + ("; ".join(problems) or "no site answered"))
+    return sorted(sites, key=lambda s: s.name)
+
+
+def train_level(grid: Grid, settings: Settings, profile: Profile, model: CLAHDM, level: Level,
+                sites: list[SiteInfo], recorder: RunRecorder) -> None:
+    """Federate one sub-model for the rounds it still lacks; the model is updated in place."""
+    done = recorder.completed(level)
+    if done >= settings.rounds:
+        log.info("%s: all %d rounds already done", level.key, settings.rounds)
+        return
+    trainers = [s for s in sites if s.trains(level)]
+    if not trainers:
+        raise FederationError(f"no training site has {level.key} cases ({'/'.join(level.labels)}): "
+                              "it cannot be trained; check the sites' roles and hold-out rules")
+    needed = min(settings.min_train_sites, len(trainers))
+    trainers_ids = [s.node_id for s in trainers]
+    names = {s.node_id: s.name for s in sites}
+    submodel = model.submodels[level.key]
+
+    def on_round(report: RoundReport) -> None:
+        useful = {n: m for n, m in report.replies.items() if int(m[msg.NUM_EXAMPLES]) > 0}
+        for node, reason in report.failures.items():
+            log.error("%s round %d: site %s failed: %s", level.key, done + report.server_round, names.get(node, node),
+                      short_reason(reason))
+        missing = [names.get(n, str(n)) for n in trainers_ids if n not in report.replies and n not in report.failures]
+        if missing:
+            log.error("%s round %d: no reply from %s within %.0f s", level.key, done + report.server_round,
+                      ", ".join(missing), settings.round_timeout)
+        if len(useful) < needed or report.arrays is None:
+            raise FederationError(
+                f"{level.key} round {done + report.server_round}: {len(useful)} site(s) contributed, {needed} required "
+                f"(failed: {', '.join(names.get(n, str(n)) for n in report.failures) or 'none'}; "
+                f"silent: {', '.join(missing) or 'none'}). Rounds up to {done + report.server_round - 1} are saved: "
+                "restart the missing sites and run again with resume=true")
+        submodel.load_state_dict(msg.arrays_to_state(report.arrays, submodel.state_dict()))
+        recorder.round_completed(level, done + report.server_round, model, report, names)
+
+    strategy = make_strategy(settings, trainers_ids, on_round)
+    config = msg.config_record({
+        "level": level.key, "profile": msg.profile_to_json(profile), "local-epochs": settings.local_epochs,
+        "round-offset": done, "seed": settings.seed, "run": recorder.name})
+    log.info("%s: federating rounds %d..%d over %s", level.key, done + 1, settings.rounds,
+             ", ".join(f"{s.name} ({s.counts[f'train.{level.key}']} cases)" for s in trainers))
+    strategy.start(grid, initial_arrays=msg.state_to_arrays(submodel.state_dict()),
+                   num_rounds=settings.rounds - done, timeout=settings.round_timeout, train_config=config)
+
+
+def final_evaluation(grid: Grid, settings: Settings, profile: Profile, model: CLAHDM,
+                     sites: list[SiteInfo], recorder: RunRecorder) -> dict[str, dict]:
+    """Send the assembled CLA-HDM to every site; keep the aggregate figures each one returns."""
+    arrays = msg.state_to_arrays(model.state_dict())
+    config = recorder.final_model(model, profile, arrays, settings)
+    content = RecordDict({msg.ARRAYS: arrays, msg.CONFIG: config})
+    queries = [Message(content, dst_node_id=s.node_id, message_type=msg.FINAL_EVAL) for s in sites]
+    log.info("final evaluation: sending CLA-HDM (%.1f MB) to %s", msg.arrays_nbytes(arrays) / 1e6,
+             ", ".join(s.name for s in sites))
+    replies = {r.metadata.src_node_id: r for r in grid.send_and_receive(queries, timeout=settings.eval_timeout)}
+    results = {}
+    for site in sites:
+        reply = replies.get(site.node_id)
+        if reply is None:
+            log.error("final evaluation: no reply from %s within %.0f s", site.name, settings.eval_timeout)
+            recorder.evaluation_failed(site.name, f"no reply within {settings.eval_timeout:.0f} s")
+        elif reply.has_error():
+            log.error("final evaluation failed at %s: %s", site.name, short_reason(reply.error.reason))
+            recorder.evaluation_failed(site.name, short_reason(reply.error.reason))
+        else:
+            figures = dict(reply.content[msg.METRICS])
+            results[site.name] = recorder.evaluation_received(site.name, site.role, site.cohort, figures)
+    return results
+
+
+def run_federation(grid: Grid, settings: Settings) -> RunRecorder:
+    """The whole run; returns the recorder whose folder holds every record of it."""
+    profile = settings.build_profile()
+    recorder = RunRecorder.open(settings)
+    sites = discover_sites(grid, settings)
+    recorder.started(sites, profile)
+    seed_everything(settings.seed)
+    model = recorder.initial_model(profile)
+    for level in LEVELS:
+        train_level(grid, settings, profile, model, level, sites, recorder)
+    final_evaluation(grid, settings, profile, model, sites, recorder)
+    recorder.finished()
+    return recorder
+

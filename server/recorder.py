@@ -1,0 +1,167 @@
+"""Everything the server writes about a run, in the order that makes a crash harmless.
+
+After each round: checkpoint (atomic), then the metrics and ledger lines, then state.json last.
+state.json is the commit point: `resume` trusts only rounds it lists, and drops log lines of a
+round that was being written when the server died.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from flwr.app import ArrayRecord, ConfigRecord
+
+from common import messages as msg
+from common.checkpoint import load_checkpoint, save_checkpoint
+from common.config import ConfigError, Profile
+from common.labels import LEVELS, Level
+from common.model import CLAHDM
+from common.typed_config import to_dict
+from server import run_dir as rd
+from server.settings import Settings, settings_json
+
+if TYPE_CHECKING:
+    from server.federation import SiteInfo
+    from server.strategy import RoundReport
+
+log = logging.getLogger("clafed.server")
+
+
+def now() -> str:
+    return dt.datetime.now().isoformat(timespec="seconds")
+
+
+class RunRecorder:
+    """Writes one run directory (see server/run_dir.py for its layout)."""
+
+    def __init__(self, path: Path, settings: Settings, state: dict) -> None:
+        self.path, self.settings, self.state = path, settings, state
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @classmethod
+    def open(cls, settings: Settings) -> "RunRecorder":
+        """A new run folder, or the existing one when resuming (refusing to mix two runs)."""
+        path = settings.run_path().resolve()
+        state = rd.read_json(path / rd.STATE_FILE)
+        if settings.resume:
+            if state is None:
+                raise ConfigError(f"cannot resume: {path} holds no {rd.STATE_FILE} (no round was completed there)")
+            recorder = cls(path, settings, state)
+            recorder._drop_uncommitted()
+            log.info("resuming %s after rounds %s", path, state["completed"])
+            return recorder
+        if state is not None:
+            raise ConfigError(f"{path} already holds a run: resume it (resume=true / --resume) or choose another run dir")
+        path.mkdir(parents=True, exist_ok=True)
+        return cls(path, settings, {"completed": {lv.key: 0 for lv in LEVELS}})
+
+    def completed(self, level: Level) -> int:
+        return int(self.state["completed"].get(level.key, 0))
+
+    def started(self, sites: list["SiteInfo"], profile: Profile) -> None:
+        previous = rd.read_json(self.path / rd.RUN_FILE, {})
+        profile_config = json.loads(json.dumps(to_dict(profile)))
+        if previous and previous.get("profile_config") != profile_config:
+            raise ConfigError(f"cannot resume {self.path}: it was trained with another profile/overrides "
+                              f"({previous.get('profile')}); pass the same settings as the first attempt")
+        info = dict(previous)
+        info.update({
+            "settings": json.loads(settings_json(self.settings)), "profile": profile.name, "profile_config": profile_config,
+            "rounds": self.settings.rounds, "local_epochs": self.settings.local_epochs,
+            "strategy": self.settings.strategy, "mode": info.get("mode", "federated"),
+            "protocol": info.get("protocol", "federated"),
+            "sites": [{"name": s.name, "role": s.role, "cohort": s.cohort, "counts": s.counts} for s in sites],
+            "started": info.get("started") or now(), "finished": None,
+            "resumed": info.get("resumed", []) + ([now()] if self.settings.resume else []),
+        })
+        rd.write_json(self.path / rd.RUN_FILE, info)
+
+    def initial_model(self, profile: Profile) -> CLAHDM:
+        """The model to start from: the last checkpoint when resuming, else a fresh one."""
+        checkpoint = self.path / rd.CHECKPOINT_FILE
+        if self.settings.resume and checkpoint.is_file():
+            return load_checkpoint(checkpoint).model
+        return CLAHDM(profile.model)
+
+    def round_completed(self, level: Level, server_round: int, model: CLAHDM, report: "RoundReport",
+                        names: dict[int, str]) -> None:
+        """Persist a completed round (the model already holds the round's aggregate)."""
+        save_checkpoint(self.path / rd.CHECKPOINT_FILE, model, self.settings.build_profile().data,
+                        {"run": self.name, "level": level.key, "round": server_round})
+        sites = {names.get(n, str(n)): m for n, m in report.replies.items()}
+        examples = {name: int(m[msg.NUM_EXAMPLES]) for name, m in sites.items()}
+        total = sum(examples.values()) or 1
+        nbytes = msg.arrays_nbytes(report.arrays)
+        compute = max((float(m.get("train_seconds", 0.0)) for m in sites.values()), default=0.0)
+        round_seconds = report.finished - report.started
+        record = {
+            "level": level.key, "round": server_round, "time": now(),
+            "num_examples": sum(examples.values()),
+            "loss": sum(float(m.get("loss", 0.0)) * examples[n] for n, m in sites.items()) / total,
+            "accuracy": sum(float(m.get("accuracy", 0.0)) * examples[n] for n, m in sites.items()) / total,
+            "sites": {name: {k: float(v) for k, v in m.items()} for name, m in sites.items()},
+            "failed_sites": {names.get(n, str(n)): reason for n, reason in report.failures.items()},
+            # Local compute: the slowest site (sites train in parallel) and the sum over sites.
+            "round_seconds": round_seconds, "compute_seconds": compute,
+            "compute_seconds_total": sum(float(m.get("train_seconds", 0.0)) for m in sites.values()),
+            "overhead_seconds": max(0.0, round_seconds - compute),
+            "bytes_sent_per_site": nbytes, "bytes_received_per_site": nbytes,
+        }
+        rd.append_jsonl(self.path / rd.METRICS_FILE, record)
+        digest = msg.arrays_sha256(report.arrays)
+        rd.append_jsonl(self.path / rd.LEDGER_FILE, {
+            "level": level.key, "round": server_round, "sha256": digest, "sites": examples, "time": record["time"]})
+        self.state["completed"][level.key] = server_round
+        rd.write_json(self.path / rd.STATE_FILE, self.state)
+        log.info("%s round %d: loss %.4f, accuracy %.3f over %d cases from %s (%.1f s, %.1f s of it local compute)",
+                 level.key, server_round, record["loss"], record["accuracy"], record["num_examples"],
+                 ", ".join(sorted(examples)), round_seconds, compute)
+
+    def final_model(self, model: CLAHDM, profile: Profile, arrays: ArrayRecord, settings: Settings) -> ConfigRecord:
+        """Save (and sign, when a key is configured) the assembled CLA-HDM; return the message config."""
+        from common.signing import sign_digest, weights_digest
+
+        save_checkpoint(self.path / rd.MODEL_FILE, model, profile.data, {"run": self.name, "rounds": settings.rounds})
+        profile_json = msg.profile_to_json(profile)
+        digest = weights_digest(msg.arrays_numpy(arrays), msg.signed_config(profile_json))
+        signature = None
+        if settings.signing_key:
+            signature = sign_digest(digest, Path(settings.signing_key))
+            (self.path / rd.SIGNATURE_FILE).write_bytes(signature)
+        else:
+            log.warning("signing_key not set: the final model goes out unsigned; sites configured with a "
+                        "coordinator_public_key will refuse it")
+        return msg.config_record({
+            "profile": profile_json, "run": self.name, "digest": digest,
+            "signature": signature, "bootstrap": settings.bootstrap, "seed": settings.seed})
+
+    def evaluation_received(self, site: str, role: str, cohort: str, figures: dict) -> dict:
+        record = {"site": site, "role": role, "cohort": cohort, "n_cases": int(figures.get("n_cases", 0)),
+                  "metrics": {k: float(v) for k, v in figures.items()}}
+        rd.write_json(rd.evaluation_path(self.path, site), record)
+        return record
+
+    def evaluation_failed(self, site: str, reason: str) -> None:
+        failures = rd.read_json(self.path / "evaluation_failures.json", {})
+        failures[site] = reason
+        rd.write_json(self.path / "evaluation_failures.json", failures)
+
+    def finished(self) -> None:
+        info = rd.read_json(self.path / rd.RUN_FILE, {})
+        info["finished"] = now()
+        rd.write_json(self.path / rd.RUN_FILE, info)
+
+    def _drop_uncommitted(self) -> None:
+        """Remove log lines of rounds that state.json does not list (the server died mid-write)."""
+        for name in (rd.METRICS_FILE, rd.LEDGER_FILE):
+            records = rd.read_jsonl(self.path / name)
+            kept = [r for r in records if r["round"] <= self.state["completed"].get(r["level"], 0)]
+            if len(kept) != len(records):
+                (self.path / name).write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in kept))
+

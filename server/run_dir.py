@@ -1,0 +1,78 @@
+"""The layout of a run directory: everything the server keeps about a run, and nothing per case.
+
+    RUN_DIR/
+      run.json             settings, mode, protocol, the sites (name, role, aggregate counts), times
+      state.json           rounds completed per sub-model (what --resume continues from)
+      metrics.jsonl        one line per completed round (aggregated and per-site training figures,
+                           timings, bytes moved)
+      ledger.jsonl         one line per round: SHA-256 of the global weights, contributing sites
+                           and their example counts (audit trail)
+      checkpoints/latest.pt  the CLA-HDM after the last completed round (written atomically)
+      model.pt, model.sig  the final assembled CLA-HDM and the coordinator's signature of it
+      evaluation/SITE.json what each site returned from its final evaluation (aggregate figures)
+      report.md, report.html
+
+A comparison (`clafed simulate --mode federated,pooled,local`) holds one such run per mode in
+RUN_DIR/federated, RUN_DIR/pooled, RUN_DIR/local, all evaluated on the same held-out cohorts.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+RUN_FILE = "run.json"
+STATE_FILE = "state.json"
+METRICS_FILE = "metrics.jsonl"
+LEDGER_FILE = "ledger.jsonl"
+CHECKPOINT_FILE = "checkpoints/latest.pt"
+MODEL_FILE = "model.pt"
+SIGNATURE_FILE = "model.sig"
+EVALUATION_DIR = "evaluation"
+MODES = ("federated", "pooled", "local")
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write JSON atomically (write-then-rename): a crash never leaves half a file behind."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
+    os.replace(tmp, path)
+
+
+def read_json(path: Path, default: Any = None) -> Any:
+    """Read a JSON file, or return `default` when it does not exist."""
+    return json.loads(path.read_text()) if path.is_file() else default
+
+
+def append_jsonl(path: Path, record: dict) -> None:
+    """Append one record and flush it to disk before the round is reported complete."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as f:
+        f.write(json.dumps(record, sort_keys=True, default=str) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """All records of a JSON-lines file (none when it does not exist)."""
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def evaluation_path(run_dir: Path, site: str) -> Path:
+    return Path(run_dir) / EVALUATION_DIR / f"{site}.json"
+
+
+def read_evaluations(run_dir: Path) -> dict[str, dict]:
+    """{site: its evaluation record} of one run."""
+    folder = Path(run_dir) / EVALUATION_DIR
+    return {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))}
+
+
+def compared_runs(run_dir: Path) -> dict[str, Path]:
+    """{mode: run folder} when RUN_DIR is a comparison, else {} ."""
+    run_dir = Path(run_dir)
+    return {mode: run_dir / mode for mode in MODES if (run_dir / mode / RUN_FILE).is_file()}

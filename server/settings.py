@@ -1,0 +1,97 @@
+"""The coordinator's run settings, read from Flower's run config (`flwr run --run-config ...`).
+
+Flower's simulation engine passes no run config to `run_simulation`, so the simulation runner
+hands the same settings over in the CLAFED_RUN_CONFIG environment variable (JSON); keys given
+in both places take the run config's value.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Literal, Mapping
+
+from common.config import ConfigError, Profile, get_profile
+from common.typed_config import from_dict
+
+ENV_RUN_CONFIG = "CLAFED_RUN_CONFIG"
+STRATEGIES = ("fedavg", "fedprox", "fedadam")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything that steers a federated run; every field can be set as a run-config key."""
+
+    profile: str = "cpu"
+    # Federated rounds per sub-model, and local epochs per round at each site.
+    rounds: int = 4
+    local_epochs: int = 1
+    # Overrides of the profile's learning rate and batch size (0 = keep the profile's).
+    lr: float = 0.0
+    batch_size: int = 0
+    strategy: Literal["fedavg", "fedprox", "fedadam"] = "fedavg"
+    proximal_mu: float = 0.01  # FedProx only
+    server_lr: float = 0.01  # FedAdam only (its eta)
+    # Sites: how many must be connected before the run starts, and how many training replies a
+    # round needs to count (fewer: the run stops, resumable, instead of averaging one site).
+    min_sites: int = 1
+    min_train_sites: int = 1
+    connect_timeout: float = 600.0
+    round_timeout: float = 3600.0
+    eval_timeout: float = 3600.0
+    # Where the run's records go (a new timestamped folder under runs/ when empty).
+    run_dir: str = ""
+    resume: bool = False
+    seed: int = 0
+    # Bootstrap resamples for each site's confidence intervals.
+    bootstrap: int = 1000
+    # Coordinator's Ed25519 private key: the final model is signed with it when given.
+    signing_key: str = ""
+    # Local file of ImageNet-pretrained ResNet weights for the initial model (air-gapped servers).
+    pretrained: str = ""
+
+    def __post_init__(self) -> None:
+        if self.rounds < 1 or self.local_epochs < 1:
+            raise ConfigError(f"rounds and local_epochs must be >= 1 (got {self.rounds}, {self.local_epochs})")
+        if self.min_train_sites < 1 or self.min_sites < 1:
+            raise ConfigError("min_sites and min_train_sites must be >= 1")
+        get_profile(self.profile)  # unknown profile names fail here, before any site is contacted
+
+    def build_profile(self) -> Profile:
+        """The profile with this run's overrides applied."""
+        train, model = {}, {}
+        if self.lr > 0:
+            train["lr"] = self.lr
+        if self.batch_size > 0:
+            train["batch_size"] = self.batch_size
+        if self.pretrained:
+            model["pretrained"] = self.pretrained
+        return get_profile(self.profile, {"train": train, "model": model})
+
+    def run_path(self) -> Path:
+        if self.run_dir:
+            return Path(self.run_dir)
+        import datetime as dt
+        return Path("runs") / dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
+def load_settings(run_config: Mapping[str, object], environ: Mapping[str, str] = os.environ) -> Settings:
+    """Settings from the environment's JSON (simulation) overlaid with Flower's run config.
+
+    Keys may be written with dashes or underscores (`local-epochs` or `local_epochs`).
+    """
+    merged: dict[str, object] = {}
+    if environ.get(ENV_RUN_CONFIG):
+        try:
+            merged.update(json.loads(environ[ENV_RUN_CONFIG]))
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"{ENV_RUN_CONFIG} is not valid JSON: {err}") from None
+    merged.update(run_config)
+    values = {str(k).replace("-", "_"): v for k, v in merged.items()}
+    return from_dict(Settings, values, "run config")
+
+
+def settings_json(settings: Settings) -> str:
+    """The settings as the JSON the simulation runner puts into the environment."""
+    return json.dumps({f.name: getattr(settings, f.name) for f in fields(settings)})

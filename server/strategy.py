@@ -1,0 +1,101 @@
+"""Flower's strategies, aimed at the sites that hold cases for the sub-model being trained.
+
+Aggregation stays Flower's (FedAvg, FedProx, FedAdam from `flwr.serverapp.strategy`); we only
+choose the nodes of a round and observe each round's replies so the server can record them.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import FedAdam, FedAvg, FedProx
+
+from common.messages import ARRAYS, CONFIG, METRICS, NUM_EXAMPLES, TRAIN
+from server.settings import Settings
+
+
+@dataclass
+class RoundReport:
+    """What one round produced, handed to the server's recorder before the next round starts."""
+
+    server_round: int
+    arrays: ArrayRecord | None
+    metrics: MetricRecord | None
+    # node id -> that node's reply metrics (counts and aggregate training figures only)
+    replies: dict[int, dict] = field(default_factory=dict)
+    failures: dict[int, str] = field(default_factory=dict)
+    targeted: list[int] = field(default_factory=list)
+    started: float = 0.0
+    finished: float = 0.0
+
+
+class TargetedRounds:
+    """Mixin for a Flower strategy: train only on `targets`, report every round to `on_round`.
+
+    Flower's own configure_train still runs (FedAdam remembers the current weights there,
+    FedProx adds its proximal-mu), but the node sample is replaced by the sites that have this
+    sub-model's cases and are still connected.
+    """
+
+    targets: list[int]
+    on_round: Callable[[RoundReport], None]
+    _started: float
+
+    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                        grid: Grid) -> Iterable[Message]:
+        self._started = time.time()
+        sampled = list(super().configure_train(server_round, arrays, config, grid))  # type: ignore[misc]
+        if not sampled:
+            return []
+        content = sampled[0].content
+        online = set(grid.get_node_ids())
+        self._targeted = [node for node in self.targets if node in online]
+        return [Message(content=content, dst_node_id=node, message_type=TRAIN) for node in self._targeted]
+
+    def aggregate_train(self, server_round: int, replies: Iterable[Message]):
+        replies = list(replies)
+        ok = [r for r in replies if not r.has_error()]
+        failures = {r.metadata.src_node_id: r.error.reason for r in replies if r.has_error()}
+        # A site that had nothing to train on this round must not zero the weighted average.
+        useful = [r for r in ok if int(r.content[METRICS][NUM_EXAMPLES]) > 0]
+        arrays, metrics = super().aggregate_train(server_round, useful) if useful else (None, None)  # type: ignore[misc]
+        report = RoundReport(
+            server_round=server_round, arrays=arrays, metrics=metrics,
+            replies={r.metadata.src_node_id: dict(r.content[METRICS]) for r in ok},
+            failures=failures, targeted=list(self._targeted), started=self._started, finished=time.time())
+        self.on_round(report)
+        return arrays, metrics
+
+
+class TargetedFedAvg(TargetedRounds, FedAvg):
+    pass
+
+
+class TargetedFedProx(TargetedRounds, FedProx):
+    pass
+
+
+class TargetedFedAdam(TargetedRounds, FedAdam):
+    pass
+
+
+def make_strategy(settings: Settings, targets: list[int], on_round: Callable[[RoundReport], None]) -> FedAvg:
+    """The configured Flower strategy, restricted to `targets` (node ids)."""
+    # fraction_train ~ 0 and min_train_nodes=1: Flower's sampler then only waits for one
+    # connected node; which nodes train is decided by TargetedRounds.
+    common = dict(fraction_train=1e-9, fraction_evaluate=0.0, min_train_nodes=1, min_evaluate_nodes=0,
+                  min_available_nodes=1, weighted_by_key=NUM_EXAMPLES, arrayrecord_key=ARRAYS,
+                  configrecord_key=CONFIG)
+    if settings.strategy == "fedavg":
+        strategy: FedAvg = TargetedFedAvg(**common)
+    elif settings.strategy == "fedprox":
+        strategy = TargetedFedProx(proximal_mu=settings.proximal_mu, **common)
+    else:
+        strategy = TargetedFedAdam(eta=settings.server_lr, **common)
+    strategy.targets = list(targets)
+    strategy.on_round = on_round
+    return strategy
+

@@ -1,0 +1,106 @@
+"""The centralized (pooled) and single-site (local) baselines, on the federated run's exact splits.
+
+Same sites, same hold-out rules, same training function, same number of epochs per sub-model
+(rounds x local epochs), same evaluation code: only where the training cases come from differs.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from common import messages as msg
+from common.dataset import CaseDataset
+from common.labels import LEVELS
+from common.model import CLAHDM
+from common.site import SiteData
+from common.training import resolve_device, seed_everything, train_submodel
+from server import run_dir as rd
+from server.federation import SiteInfo
+from server.recorder import RunRecorder
+from server.settings import Settings
+from server.strategy import RoundReport
+
+log = logging.getLogger("clafed.simulation")
+
+
+def load_sites(site_yamls: list[Path]) -> list[SiteData]:
+    from common.config import load_site_config
+    return [SiteData.load(load_site_config(p)) for p in site_yamls]
+
+
+def site_infos(sites: list[SiteData]) -> list[SiteInfo]:
+    return [SiteInfo(i, s.config.name, s.config.role, s.cohort(), s.counts()) for i, s in enumerate(sites)]
+
+
+def train_centrally(settings: Settings, name: str, trainers: list[SiteData], folder: Path) -> CLAHDM:
+    """Train the three sub-models on the union of `trainers`' training cases, logged like rounds."""
+    profile = settings.build_profile()
+    recorder = RunRecorder.open(replace(settings, run_dir=str(folder), resume=False))
+    recorder.started(site_infos(trainers), profile)
+    seed_everything(settings.seed)
+    model = CLAHDM(profile.model)
+    device = resolve_device(trainers[0].config.device)
+    cases = [c for site in trainers for c in site.train_cases]
+    for level in LEVELS:
+        dataset = CaseDataset(cases, profile.data, level=level, train=True, seed=settings.seed)
+        submodel = model.submodels[level.key]
+        for server_round in range(1, settings.rounds + 1):
+            seed = settings.seed + 1000 * server_round
+            dataset.seed = seed
+            cfg = replace(profile.train, seed=seed, progress=False)
+            started = time.time()
+            history = train_submodel(submodel, dataset, cfg, epochs=settings.local_epochs, device=device,
+                                     desc=f"{name} {level.key} round {server_round}")
+            finished = time.time()
+            last = history[-1] if history else None
+            figures = {msg.NUM_EXAMPLES: len(dataset), "loss": last.loss if last else 0.0,
+                       "accuracy": last.accuracy if last else 0.0, "train_seconds": finished - started}
+            arrays = msg.state_to_arrays(submodel.cpu().state_dict())
+            report = RoundReport(server_round, arrays, None, replies={0: figures}, started=started, finished=finished)
+            recorder.round_completed(level, server_round, model, report, {0: name})
+    model.cpu()
+    profile_data = profile.data
+    from common.checkpoint import save_checkpoint
+    save_checkpoint(folder / rd.MODEL_FILE, model, profile_data, {"run": folder.name, "trained_on": name})
+    recorder.finished()
+    return model
+
+
+def evaluate_at(model: CLAHDM, settings: Settings, site: SiteData, folder: Path) -> None:
+    """Evaluate `model` on one site's held-out cohort with the site's own code; record it."""
+    from client.evaluation import evaluate_site
+
+    profile = settings.build_profile()
+    if not site.heldout_cases:
+        return
+    figures = evaluate_site(model, site.heldout_cases, profile.data,
+                            site.config.output_dir / folder.name / "evaluation", n_resamples=settings.bootstrap,
+                            seed=settings.seed, batch_size=site.config.batch_size,
+                            device=resolve_device(site.config.device))
+    record = {"site": site.config.name, "role": site.config.role, "cohort": site.cohort(),
+              "n_cases": int(figures.get("n_cases", 0)), "metrics": {k: float(v) for k, v in figures.items()}}
+    rd.write_json(rd.evaluation_path(folder, site.config.name), record)
+
+
+def run_pooled(settings: Settings, site_yamls: list[Path], folder: Path) -> None:
+    """One model on every training site's cases pooled; evaluated at every site."""
+    sites = load_sites(site_yamls)
+    trainers = [s for s in sites if s.config.role == "train"]
+    model = train_centrally(settings, "pooled", trainers, folder)
+    rd.write_json(folder / rd.RUN_FILE, dict(rd.read_json(folder / rd.RUN_FILE, {}),
+                                             sites=[i.__dict__ for i in site_infos(sites)]))
+    for site in sites:
+        evaluate_at(model, settings, site, folder)
+
+
+def run_local(settings: Settings, site_yamls: list[Path], folder: Path) -> None:
+    """One model per training site on its own cases, evaluated on its own held-out cohort."""
+    sites = load_sites(site_yamls)
+    for site in (s for s in sites if s.config.role == "train"):
+        model = train_centrally(settings, site.config.name, [site], folder / "models" / site.config.name)
+        evaluate_at(model, settings, site, folder)
+    rd.write_json(folder / rd.RUN_FILE, {
+        "mode": "local", "profile": settings.profile, "rounds": settings.rounds, "local_epochs": settings.local_epochs,
+        "sites": [i.__dict__ for i in site_infos(sites)]})

@@ -1,0 +1,173 @@
+"""Run the whole federation on one machine: data, site YAMLs, Flower's simulation engine, baselines.
+
+The virtual hospitals run exactly the ClientApp and ServerApp a deployment runs; only the
+transport differs (Ray actors instead of SuperNodes over the network).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import yaml
+
+from common.config import ConfigError
+from server import run_dir as rd
+from server.settings import ENV_RUN_CONFIG, Settings, settings_json
+
+log = logging.getLogger("clafed.simulation")
+
+DEFAULT_CACHE = Path(os.environ.get("CLAFED_CACHE", Path.home() / ".cache" / "clafed"))
+
+
+@dataclass(frozen=True)
+class Federation:
+    """What a simulated run needs besides the server settings."""
+
+    protocol: str = "federated"  # federated: every site trains | paper: the first site trains alone
+    holdout: str = "date:2021-01-01"  # date:YYYY-MM-DD | fraction:F (held-out part of training sites)
+    heatmaps_per_class: int = 1
+    device: str = "auto"
+    cpus_per_client: float = 1.0
+    gpus_per_client: float = 0.0
+
+
+def synthetic_data(preset: str = "paper", seed: int = 0, cache: Path = DEFAULT_CACHE) -> dict[str, Path]:
+    """The synthetic hospitals, generated once into the cache folder."""
+    from simulation.synth import generate
+
+    folder = cache / "synth" / f"{preset}-seed{seed}"
+    done = folder / "complete.json"
+    if not done.is_file():
+        print(f"generating synthetic '{preset}' data (seed {seed}) into {folder} ...", flush=True)
+        manifests = generate(preset, seed, folder)
+        done.write_text(json.dumps({k: str(v) for k, v in manifests.items()}))
+    return {name: Path(path) for name, path in json.loads(done.read_text()).items()}
+
+
+def site_manifests(data: str | None, run_dir: Path, *, preset: str = "paper", seed: int = 0, by: str | None = None,
+                   like: str | None = None, dirichlet: float | None = None, sites: int = 3) -> dict[str, Path]:
+    """The sites' manifests: synthetic (no data), a folder of site folders, or a split pooled manifest."""
+    if data is None:
+        return synthetic_data(preset, seed)
+    path = Path(data)
+    if path.is_dir():
+        found = {p.parent.name: p for p in sorted(path.glob("*/manifest.csv"))}
+        if not found:
+            raise ConfigError(f"{path}: no <site>/manifest.csv inside; pass a folder of site folders or a pooled manifest")
+        return found
+    if not path.is_file():
+        raise ConfigError(f"--data {path}: no such file or folder")
+    from simulation.split import read_pooled, split_by_column, split_dirichlet, split_like_paper, write_split
+
+    table = read_pooled(path, need_labels=by is None)
+    if by:
+        parts, how = split_by_column(table, by, str(path)), {"mode": "by", "column": by}
+    elif dirichlet is not None:
+        parts, how = split_dirichlet(table, dirichlet, sites, seed), {"mode": "dirichlet", "alpha": dirichlet}
+    elif like in (None, "paper"):
+        parts, how = split_like_paper(table, seed), {"mode": "like", "like": "paper", "seed": seed}
+    else:
+        raise ConfigError(f"unknown split --like {like!r}")
+    return write_split(parts, path, run_dir / "data", how)
+
+
+def holdout_rule(text: str) -> dict:
+    """`date:2021-01-01` or `fraction:0.3` as a site YAML's holdout mapping."""
+    kind, _, value = text.partition(":")
+    if kind == "date" and value:
+        return {"kind": "date", "date": value}
+    if kind == "fraction" and value:
+        return {"kind": "fraction", "fraction": float(value)}
+    raise ConfigError(f"hold-out rule {text!r}: use date:YYYY-MM-DD or fraction:F")
+
+
+def write_site_yamls(manifests: dict[str, Path], run_dir: Path, federation: Federation, batch_size: int) -> list[Path]:
+    """One site YAML per virtual hospital, as a hospital would write it (roles by protocol)."""
+    if federation.protocol not in ("federated", "paper"):
+        raise ConfigError(f"unknown protocol {federation.protocol!r}: federated or paper")
+    folder = run_dir / "sites"
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for index, (name, manifest) in enumerate(sorted(manifests.items())):
+        trains = federation.protocol == "federated" or index == 0
+        site = {
+            "name": name, "manifest": str(Path(manifest).resolve()),
+            "role": "train" if trains else "evaluate",
+            "holdout": holdout_rule(federation.holdout) if trains else {"kind": "all"},
+            "device": federation.device, "batch_size": batch_size,
+            "heatmaps": {"mode": "per_class" if federation.heatmaps_per_class else "none",
+                         "per_class": max(1, federation.heatmaps_per_class)},
+            "output_dir": str((run_dir / "site_outputs" / name).resolve()),
+        }
+        path = folder / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(site, sort_keys=False))
+        paths.append(path)
+    return paths
+
+
+def run_federated(settings: Settings, site_yamls: list[Path], federation: Federation) -> Path:
+    """Run ServerApp + one virtual SuperNode per site on Flower's simulation engine."""
+    from flwr.simulation import run_simulation
+
+    from client.client_app import app as client_app
+    from client.site_context import ENV_SITES
+    from server.server_app import app as server_app
+
+    os.environ[ENV_RUN_CONFIG] = settings_json(settings)
+    os.environ[ENV_SITES] = json.dumps([str(p.resolve()) for p in site_yamls])
+    os.environ["CLAFED_PROGRESS"] = "0"  # interleaved bars from several virtual sites are unreadable
+    os.environ["CLAFED_TORCH_THREADS"] = str(max(1, int(federation.cpus_per_client)))
+    cpus = os.cpu_count() or 1
+    gpus = _gpu_count()
+    run_simulation(
+        server_app=server_app, client_app=client_app, num_supernodes=len(site_yamls),
+        backend_config={"client_resources": {"num_cpus": federation.cpus_per_client,
+                                             "num_gpus": federation.gpus_per_client if gpus else 0.0},
+                        "init_args": {"num_cpus": cpus, "num_gpus": gpus, "include_dashboard": False}})
+    return Path(settings.run_dir)
+
+
+def _gpu_count() -> int:
+    import torch
+    return torch.cuda.device_count()
+
+
+def write_run_info(run_dir: Path, **info) -> None:
+    """Add the simulation's own description (mode, protocol, data) to run.json."""
+    current = rd.read_json(run_dir / rd.RUN_FILE, {})
+    current.update(info)
+    rd.write_json(run_dir / rd.RUN_FILE, current)
+
+
+def mode_dir(run_dir: Path, modes: list[str], mode: str) -> Path:
+    """A single mode writes into RUN_DIR itself; a comparison gives each mode its sub-folder."""
+    return run_dir if len(modes) == 1 else run_dir / mode
+
+
+def simulate(run_dir: Path, settings: Settings, federation: Federation, manifests: dict[str, Path],
+             modes: list[str]) -> dict[str, Path]:
+    """Run each requested mode on identical site splits; returns {mode: its run folder}."""
+    from simulation.baselines import run_local, run_pooled
+
+    done = {}
+    for mode in modes:
+        folder = mode_dir(run_dir, modes, mode)
+        if (folder / rd.STATE_FILE).is_file() and not settings.resume:
+            raise ConfigError(f"{folder} already holds a run: resume it with --resume or choose another --out")
+        folder.mkdir(parents=True, exist_ok=True)
+        site_yamls = write_site_yamls(manifests, folder, federation, batch_size=settings.build_profile().train.batch_size)
+        mode_settings = replace(settings, run_dir=str(folder.resolve()))
+        if mode == "federated":
+            run_federated(mode_settings, site_yamls, federation)
+        elif mode == "pooled":
+            run_pooled(mode_settings, site_yamls, folder)
+        elif mode == "local":
+            run_local(mode_settings, site_yamls, folder)
+        else:
+            raise ConfigError(f"unknown mode {mode!r}: federated, pooled or local")
+        write_run_info(folder, mode=mode, protocol=federation.protocol, holdout=federation.holdout)
+        done[mode] = folder
+    return done

@@ -1,0 +1,75 @@
+"""`clafed simulate`: the whole federation on this machine, by default on synthetic paper-like data."""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+from pathlib import Path
+
+# Rounds x local epochs per sub-model when --rounds/--local-epochs are not given: `cpu` is sized
+# so the default run ends within 15 minutes on a 2-core laptop.
+DEFAULT_SCHEDULE = {"tiny": (2, 1), "cpu": (4, 1), "paper": (10, 2)}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", default=None, help="run folder (default: runs/<timestamp>)")
+    parser.add_argument("--profile", choices=("tiny", "cpu", "paper"), default="cpu")
+    parser.add_argument("--rounds", type=int, default=None, help="federated rounds per sub-model")
+    parser.add_argument("--local-epochs", type=int, default=None, help="local epochs per round")
+    parser.add_argument("--strategy", choices=("fedavg", "fedprox", "fedadam"), default="fedavg")
+    parser.add_argument("--lr", type=float, default=0.0, help="learning rate (default: the profile's)")
+    data = parser.add_argument_group("data (default: synthetic paper-like hospitals, cached)")
+    data.add_argument("--data", default=None, help="a folder of <site>/manifest.csv, or a pooled manifest.csv to split")
+    data.add_argument("--preset", choices=("paper", "small"), default="paper", help="synthetic preset")
+    data.add_argument("--seed", type=int, default=0, help="seed of data, split and training")
+    split = data.add_mutually_exclusive_group()
+    split.add_argument("--by", metavar="COLUMN", help="split a pooled manifest by this column")
+    split.add_argument("--like", choices=("paper",), help="split a pooled manifest like the paper (default)")
+    split.add_argument("--dirichlet", type=float, metavar="ALPHA", help="split with Dirichlet label skew")
+    data.add_argument("--sites", type=int, default=3, help="number of sites for --dirichlet")
+    data.add_argument("--holdout", default="date:2021-01-01", help="held-out part: date:YYYY-MM-DD or fraction:F")
+    parser.add_argument("--protocol", choices=("federated", "paper"), default="federated",
+                        help="federated: every hospital trains; paper: hospital 1 trains, the others only evaluate")
+    parser.add_argument("--mode", default="federated",
+                        help="federated, pooled, local, or several comma-separated (same splits for all)")
+    parser.add_argument("--resume", action="store_true", help="continue the federated run in --out after a crash")
+    parser.add_argument("--cpus-per-client", type=float, default=1.0, help="CPU cores per simulated site")
+    parser.add_argument("--gpus-per-client", type=float, default=0.0, help="GPU fraction per simulated site")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    parser.add_argument("--heatmaps", type=int, default=1, help="heatmap pictures per class per site (0: none)")
+    parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the CIs")
+
+
+def run(args: argparse.Namespace) -> int:
+    import logging
+
+    from common.config import ConfigError
+    from server.federation import FederationError
+    from server.settings import Settings
+    from simulation.runner import Federation, simulate, site_manifests
+    from simulation.summary import print_summary
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    for noisy in ("flwr", "ray"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    modes = [m.strip() for m in args.mode.split(",") if m.strip()]
+    rounds, epochs = DEFAULT_SCHEDULE[args.profile]
+    run_dir = Path(args.out or Path("runs") / dt.datetime.now().strftime("%Y%m%d-%H%M%S")).resolve()
+    try:
+        if args.resume and (modes != ["federated"] or not args.out):
+            raise ConfigError("--resume continues one federated run: give its --out and no other --mode")
+        settings = Settings(profile=args.profile, rounds=args.rounds or rounds, local_epochs=args.local_epochs or epochs,
+                            strategy=args.strategy, lr=args.lr, run_dir=str(run_dir), resume=args.resume,
+                            seed=args.seed, bootstrap=args.bootstrap, connect_timeout=120.0)
+        federation = Federation(protocol=args.protocol, holdout=args.holdout, heatmaps_per_class=args.heatmaps,
+                                device=args.device, cpus_per_client=args.cpus_per_client,
+                                gpus_per_client=args.gpus_per_client)
+        manifests = site_manifests(args.data, run_dir, preset=args.preset, seed=args.seed, by=args.by,
+                                   like=args.like, dirichlet=args.dirichlet, sites=args.sites)
+        print(f"run folder: {run_dir}", flush=True)
+        folders = simulate(run_dir, settings, federation, manifests, modes)
+    except (ConfigError, FederationError, ValueError) as err:
+        print(f"clafed simulate: {err}", file=sys.stderr)
+        return 2
+    print_summary(run_dir, folders)
+    return 0

@@ -1,0 +1,51 @@
+"""The table `clafed simulate` ends with: one line per site cohort (and per mode when compared)."""
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+from server import run_dir as rd
+
+log = logging.getLogger("clafed.simulation")
+
+COLUMNS = (("CLA-HDM micro AUC", "clahdm.auc_micro"), ("ACC", "clahdm.accuracy"),
+           ("SM1 AUC", "submodel1.auc"), ("SM2 AUC", "submodel2.auc"), ("SM3 AUC", "submodel3.auc"))
+
+
+def figure(metrics: dict, key: str, with_ci: bool = False) -> str:
+    value = metrics.get(key, math.nan)
+    if value is None or math.isnan(value):
+        return "n/a"
+    text = f"{value:.3f}"
+    if with_ci and f"{key}.low" in metrics:
+        text += f" ({metrics[f'{key}.low']:.3f}-{metrics[f'{key}.high']:.3f})"
+    return text
+
+
+def site_table(folders: dict[str, Path]) -> str:
+    """Plain-text table of every mode's per-site figures."""
+    header = f"{'mode':<10} {'site':<12} {'role':<9} {'n':>4}  " + "  ".join(f"{name:<24}" if i == 0 else f"{name:<8}"
+                                                                            for i, (name, _) in enumerate(COLUMNS))
+    lines = [header, "-" * len(header)]
+    for mode, folder in folders.items():
+        for site, record in rd.read_evaluations(folder).items():
+            m = record["metrics"]
+            cells = [f"{figure(m, COLUMNS[0][1], True):<24}"] + [f"{figure(m, key):<8}" for _, key in COLUMNS[1:]]
+            lines.append(f"{mode:<10} {site:<12} {record['role']:<9} {record['n_cases']:>4}  " + "  ".join(cells))
+        failures = rd.read_json(folder / "evaluation_failures.json", {})
+        lines += [f"{mode:<10} {site:<12} evaluation failed: {reason}" for site, reason in failures.items()]
+    return "\n".join(lines)
+
+
+def print_summary(run_dir: Path, folders: dict[str, Path]) -> None:
+    """Print the table, build the report, and say where everything is."""
+    print()
+    print(site_table(folders))
+    try:
+        from server.report import write_report
+        markdown, html = write_report(run_dir)
+        print(f"\nreport: {markdown}\n        {html}")
+    except Exception as err:  # the run's records are complete even if a plot fails
+        log.error("report could not be built (%s); rebuild it with `clafed report %s`", err, run_dir)
+    print(f"run records: {run_dir}  (site-local predictions and heatmaps: {run_dir}/**/site_outputs/)")

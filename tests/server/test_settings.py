@@ -1,0 +1,34 @@
+"""Run settings: Flower's run config and the Flower App's declared defaults agree with Settings."""
+from __future__ import annotations
+
+import json
+import tomllib
+from dataclasses import fields
+from pathlib import Path
+
+import pytest
+
+from common.config import ConfigError
+from server.settings import ENV_RUN_CONFIG, Settings, load_settings
+
+PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
+
+
+def test_every_setting_is_a_declared_run_config_key_with_the_same_default():
+    declared = tomllib.loads(PYPROJECT.read_text())["tool"]["flwr"]["app"]["config"]
+    assert {k.replace("-", "_") for k in declared} == {f.name for f in fields(Settings)}
+    assert load_settings(declared, environ={}) == Settings()
+
+
+def test_run_config_overrides_the_environment():
+    env = {ENV_RUN_CONFIG: json.dumps({"rounds": 7, "profile": "tiny"})}
+    settings = load_settings({"local-epochs": 2, "rounds": 5}, environ=env)
+    assert (settings.rounds, settings.local_epochs, settings.profile) == (5, 2, "tiny")
+
+
+@pytest.mark.parametrize("config, message", [
+    ({"roundz": 3}, "unknown key"), ({"rounds": "many"}, "integer"), ({"rounds": 0}, ">= 1"),
+    ({"profile": "huge"}, "unknown profile"), ({"strategy": "fedsgd"}, "strategy")])
+def test_bad_run_config_is_named(config, message):
+    with pytest.raises(ConfigError, match=message):
+        load_settings(config, environ={})

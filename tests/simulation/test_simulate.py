@@ -1,0 +1,104 @@
+"""`clafed simulate` end to end on Flower's simulation engine (tiny profile, small synthetic data)."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from server import run_dir as rd
+
+pytestmark = pytest.mark.slow
+SITES = ("hospital1", "hospital2", "hospital3")
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    """Synthetic `small` data generated once for the module (what the runner would cache)."""
+    from simulation.runner import synthetic_data
+    folder = tmp_path_factory.mktemp("cache")
+    synthetic_data("small", 0, folder)
+    return folder
+
+
+def simulate(cache: Path, out: Path, *extra: str) -> subprocess.Popen:
+    env = dict(os.environ, CLAFED_CACHE=str(cache))
+    args = [sys.executable, "-m", "common.cli", "simulate", "--profile", "tiny", "--preset", "small",
+            "--rounds", "2", "--bootstrap", "50", "--out", str(out), *extra]
+    # Own session: a kill reaches Ray's worker processes too.
+    return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+
+
+def finish(process: subprocess.Popen, timeout: float = 400) -> str:
+    try:
+        out, _ = process.communicate(timeout=timeout)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 0, out[-4000:]
+    return out
+
+
+def assert_complete(run: Path) -> None:
+    state = rd.read_json(run / rd.STATE_FILE)
+    assert state["completed"] == {"submodel1": 2, "submodel2": 2, "submodel3": 2}
+    rounds = [(r["level"], r["round"]) for r in rd.read_jsonl(run / rd.METRICS_FILE)]
+    assert sorted(rounds) == sorted((f"submodel{k}", r) for k in (1, 2, 3) for r in (1, 2))
+    ledger = rd.read_jsonl(run / rd.LEDGER_FILE)
+    assert len(ledger) == 6 and all(len(entry["sha256"]) == 64 and entry["sites"] for entry in ledger)
+    assert (run / rd.CHECKPOINT_FILE).is_file() and (run / rd.MODEL_FILE).is_file()
+    evaluations = rd.read_evaluations(run)
+    assert set(evaluations) == set(SITES)
+    for site, record in evaluations.items():
+        metrics = record["metrics"]
+        assert 0.0 <= metrics["clahdm.auc_micro"] <= 1.0 and record["n_cases"] > 0
+        # Per-case predictions stay at the site: in its output folder, not in the run's records.
+        assert (run / "site_outputs" / site / run.name / "evaluation" / "predictions.csv").is_file()
+        assert not any(isinstance(v, (list, dict)) for v in metrics.values())
+
+
+def test_two_round_simulation_writes_checkpoints_metrics_and_site_results(cache, tmp_path):
+    run = tmp_path / "run"
+    out = finish(simulate(cache, run, "--heatmaps", "1"))
+    assert_complete(run)
+    assert "hospital2" in out and "micro AUC" in out  # the per-site table
+    pictures = list((run / "site_outputs" / "hospital1" / run.name / "heatmaps").glob("*.png"))
+    assert pictures, "the site should have written heatmap pictures locally"
+
+
+def test_killed_run_resumes_from_the_last_completed_round(cache, tmp_path):
+    run = tmp_path / "run"
+    process = simulate(cache, run, "--heatmaps", "0")
+    deadline = time.time() + 300
+    try:
+        while time.time() < deadline:
+            state = rd.read_json(run / rd.STATE_FILE) or {"completed": {}}
+            if state["completed"].get("submodel1", 0) >= 1:
+                break
+            assert process.poll() is None, process.communicate()[0][-3000:]
+            time.sleep(0.2)
+        else:
+            pytest.fail("round 1 never completed")
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+    killed_at = json.loads((run / rd.STATE_FILE).read_text())["completed"]
+    assert killed_at["submodel3"] == 0  # it really died mid-run
+    refused = finish_expecting_error(simulate(cache, run, "--heatmaps", "0"))
+    assert "already holds a run" in refused
+    finish(simulate(cache, run, "--heatmaps", "0", "--resume"))
+    assert_complete(run)
+    resumed = rd.read_json(run / rd.RUN_FILE)["resumed"]
+    assert len(resumed) == 1
+
+
+def finish_expecting_error(process: subprocess.Popen) -> str:
+    out, _ = process.communicate(timeout=120)
+    assert process.returncode != 0
+    return out
