@@ -1,0 +1,193 @@
+"""`clafed predict`: diagnose one case (or a manifest / folder of cases) with a CLA-HDM checkpoint.
+
+Prints the four probabilities and the path taken through the hierarchy, writes each case's
+heatmap picture, and for several cases a predictions.csv. A bad image is reported in one line
+naming the file; the other cases are still predicted and the exit code is 1.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import re
+import sys
+from pathlib import Path
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+PAIR_NAME = re.compile(r"^(?P<case>.+)_(?P<kind>bus|cdfi)$", re.IGNORECASE)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of `clafed predict`."""
+    parser.add_argument("--model", required=True, type=Path, help="CLA-HDM checkpoint (.pt) written by clafed")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--bus", type=Path, help="the case's B-mode image (with --cdfi)")
+    source.add_argument("--manifest", type=Path, help="a manifest.csv of cases (label may be empty)")
+    source.add_argument("--folder", type=Path, help="a folder of pairs named <case>_bus.<ext> / <case>_cdfi.<ext>")
+    parser.add_argument("--cdfi", type=Path, help="the case's colour Doppler image (with --bus)")
+    parser.add_argument("--roi", type=parse_roi, default=None, metavar="x,y,w,h",
+                        help="box around the node in pixels (with --bus/--cdfi; default: whole image)")
+    parser.add_argument("--id", dest="case_id", default=None, help="case id for --bus/--cdfi (default: file name)")
+    parser.add_argument("--out", required=True, type=Path, help="folder for heatmap pictures and predictions.csv")
+    parser.add_argument("--json", action="store_true",
+                        help="print JSON instead of text: one object for --bus/--cdfi, a list otherwise")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
+
+
+def parse_roi(text: str) -> tuple[int, int, int, int]:
+    """'x,y,w,h' -> four integers with a non-negative origin and a positive size."""
+    try:
+        x, y, w, h = (int(round(float(v))) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--roi {text!r}: expected four numbers x,y,w,h") from None
+    if x < 0 or y < 0 or w <= 0 or h <= 0:
+        raise argparse.ArgumentTypeError(f"--roi {text!r}: origin must be >= 0 and size > 0")
+    return x, y, w, h
+
+
+def run(args: argparse.Namespace) -> int:
+    """Predict every case; 0 when all succeeded, 1 when any case or the model could not be used."""
+    if (args.bus is None) != (args.cdfi is None):
+        return _fail("--bus and --cdfi go together: give both images of the case")
+    if args.bus is None and (args.roi or args.case_id):
+        return _fail("--roi and --id apply to a single case given with --bus/--cdfi")
+
+    from common.checkpoint import load_checkpoint
+    from common.manifest import ManifestError
+    from common.training import resolve_device
+
+    try:
+        cases, problems = _cases(args)
+        loaded = load_checkpoint(args.model)
+    except (ManifestError, FileNotFoundError, ValueError) as err:
+        return _fail(str(err))
+    device = resolve_device(args.device)
+    results = []
+    for case in cases:
+        try:
+            results.append(_predict_case(loaded, case, args.out, device))
+        except ValueError as err:  # ImageError and friends name the file
+            problems.append(f"case {case.case_id}: {err}")
+    if args.bus is None:
+        csv_path = write_predictions_csv(args.out / "predictions.csv", results)
+    if args.json and (results or args.bus is None):
+        print(json.dumps(results[0] if args.bus is not None else results, indent=2, ensure_ascii=False))
+    else:
+        for result in results:
+            print(_text(result, single=args.bus is not None))
+        if args.bus is None:
+            print(f"{len(results)} case(s) predicted -> {csv_path}")
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    return 1 if problems else 0
+
+
+def _fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 1
+
+
+def _cases(args: argparse.Namespace):
+    """The cases to predict and the problems already found (unpaired files in a folder)."""
+    from common.manifest import Case, load_cases
+
+    if args.bus is not None:
+        case_id = args.case_id or _strip_kind(args.bus.stem)
+        return [Case(case_id, args.bus, args.cdfi, None, "", roi=args.roi)], []
+    if args.manifest is not None:
+        # Images are checked case by case below, so one bad file does not stop the others.
+        return load_cases(args.manifest, check_images=False), []
+    return folder_cases(args.folder)
+
+
+def _strip_kind(stem: str) -> str:
+    match = PAIR_NAME.match(stem)
+    return match["case"] if match else stem
+
+
+def folder_cases(folder: Path):
+    """Cases from <case>_bus.<ext> / <case>_cdfi.<ext> pairs; unpaired files are problems."""
+    from common.manifest import Case
+
+    if not folder.is_dir():
+        raise FileNotFoundError(f"--folder {folder}: not a folder")
+    found: dict[str, dict[str, Path]] = {}
+    problems = []
+    for path in sorted(folder.iterdir()):
+        match = PAIR_NAME.match(path.stem)
+        if not path.is_file() or path.suffix.lower() not in IMAGE_SUFFIXES or not match:
+            continue
+        kind = match["kind"].lower()
+        slot = found.setdefault(match["case"], {})
+        if kind in slot:
+            problems.append(f"case {match['case']}: two {kind.upper()} images, {slot[kind]} and {path}")
+        slot.setdefault(kind, path)
+    cases = []
+    for case_id, pair in found.items():
+        if len(pair) == 2:
+            cases.append(Case(case_id, pair["bus"], pair["cdfi"], None, ""))
+        else:
+            have, lack = next(iter(pair.items())), "cdfi" if "bus" in pair else "bus"
+            problems.append(f"case {case_id}: {have[1]} has no {lack.upper()} partner "
+                            f"(expected {case_id}_{lack}.<png|jpg|...> in {folder})")
+    if not cases and not problems:
+        raise FileNotFoundError(f"--folder {folder}: no image pairs named <case>_bus.<ext> / <case>_cdfi.<ext>")
+    return cases, problems
+
+
+def check_images(case, min_size: int):
+    """Read a case's two images, raising ImageError naming the file for anything the model cannot use."""
+    from common.imaging import MIN_COLOUR_FRACTION, ImageError, colour_fraction, read_image
+
+    images = []
+    for path in (case.bus_path, case.cdfi_path):
+        image = read_image(path)
+        if min(image.shape[:2]) < min_size:
+            raise ImageError(f"image too small: {path} ({image.shape[1]}x{image.shape[0]} px, "
+                             f"minimum {min_size} px per side)")
+        if case.roi:
+            x, y, w, h = case.roi
+            if x + w > image.shape[1] or y + h > image.shape[0]:
+                raise ImageError(f"ROI {x},{y},{w},{h} lies outside {path} ({image.shape[1]}x{image.shape[0]} px)")
+        images.append(image)
+    if colour_fraction(images[1]) < MIN_COLOUR_FRACTION:
+        raise ImageError(f"no Doppler colour in {case.cdfi_path}: a B-mode image given as CDFI?")
+    return images
+
+
+def _predict_case(loaded, case, out_dir: Path, device) -> dict:
+    from client.heatmaps import explain_images, picture_name, render_picture, write_picture
+
+    bus, cdfi = check_images(case, loaded.data_config.min_image_size)
+    explanation = explain_images(loaded.model, bus, cdfi, case.roi, loaded.data_config, device, case.case_id)
+    picture = write_picture(out_dir / picture_name(case.case_id),
+                            render_picture(explanation, bus, cdfi, truth=case.label))
+    return dict(explanation.to_dict(), label=case.label, bus=str(case.bus_path), cdfi=str(case.cdfi_path),
+                picture=str(picture))
+
+
+def _text(result: dict, single: bool) -> str:
+    probabilities = "  ".join(f"{c} {p:.3f}" for c, p in result["probabilities"].items())
+    if single:
+        return (f"diagnosis:     {result['diagnosis']}\npath:          {result['path']}\n"
+                f"probabilities: {probabilities}\npicture:       {result['picture']}")
+    return f"{result['case_id']}: {result['diagnosis']}  ({result['path']})  {probabilities}"
+
+
+CSV_COLUMNS = ("case_id", "label", "diagnosis", "p_reactive", "p_tuberculous", "p_lymphoma", "p_metastatic",
+               "p_malignant", "p_tuberculous_given_benign", "p_metastatic_given_malignant",
+               "path", "picture", "bus", "cdfi")
+
+
+def write_predictions_csv(path: Path, results: list[dict]) -> Path:
+    """One row per predicted case: soft probabilities, P(malignant), the path and the picture."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        for r in results:
+            row = {k: r.get(k) or "" for k in ("case_id", "label", "diagnosis", "path", "picture", "bus", "cdfi")}
+            row.update({f"p_{c}": f"{p:.6f}" for c, p in r["probabilities"].items()})
+            row.update({k: f"{p:.6f}" for k, p in r["level_probabilities"].items()})
+            writer.writerow(row)
+    return path

@@ -1,0 +1,70 @@
+"""The heatmap faithfulness measure (masks of synthetic cases) and the heatmap benchmark."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from common.checkpoint import save_checkpoint
+from common.config import get_profile
+from common.labels import CLASSES
+from common.model import CLAHDM
+from simulation import faithfulness, heatmap_benchmark
+
+
+def test_energy_and_pointing_on_known_maps():
+    mask = np.zeros((10, 10), bool)
+    mask[2:5, 2:5] = True
+    heat = np.zeros((10, 10), np.float32)
+    heat[3, 3], heat[8, 8] = 3.0, 1.0
+    assert faithfulness.energy_inside(heat, mask) == pytest.approx(0.75)
+    assert faithfulness.pointing_hit(heat, mask)
+    assert not faithfulness.pointing_hit(heat.T[::-1, ::-1], mask)
+    flat_top = np.zeros((10, 10), np.float32)
+    flat_top[0:7, 0:7] = 1.0  # a plateau reaching the corner: its centre (3, 3) is in the mask
+    assert faithfulness.pointing_hit(flat_top, mask)
+    empty = np.zeros((10, 10), np.float32)
+    assert faithfulness.energy_inside(empty, mask) == 0.0 and not faithfulness.pointing_hit(empty, mask)
+
+
+def test_centred_gaussian_peaks_at_the_box_centre_and_is_zero_outside():
+    heat = faithfulness.centred_gaussian((10, 20, 40, 40), (100, 80))
+    assert heat.shape == (100, 80) and heat.max() == pytest.approx(1.0)
+    assert np.unravel_index(np.argmax(heat), heat.shape) in {(39, 29), (39, 30), (40, 29), (40, 30)}
+    assert not heat[:20].any() and not heat[60:].any() and not heat[:, :10].any() and not heat[:, 50:].any()
+
+
+def test_faithfulness_script_writes_per_class_json(small_dataset, tmp_path, capsys):
+    profile = get_profile("tiny")
+    torch.manual_seed(0)
+    save_checkpoint(tmp_path / "m.pt", CLAHDM(profile.model), profile.data)
+    out = tmp_path / "f.json"
+    args = ["--model", str(tmp_path / "m.pt"), "--data", str(small_dataset / "hospital2"), "--out", str(out),
+            "--cohort", "all", "--limit", "6"]
+    assert faithfulness.main(args) == 0
+    result = json.loads(out.read_text())
+    assert set(result["model"]) == set(result["gaussian"]) and set(result["model"]) <= set(CLASSES)
+    assert sum(v["n"] for v in result["model"].values()) == 6 == result["settings"]["cases"]
+    for row in list(result["model"].values()) + list(result["gaussian"].values()):
+        assert all(0.0 <= row[k] <= 1.0 for k in faithfulness.METRICS)
+    assert "| class | n |" in capsys.readouterr().out
+
+
+def test_faithfulness_needs_the_masks(small_dataset, tmp_path, capsys):
+    site = small_dataset / "hospital2"
+    table = pd.read_csv(site / "manifest.csv", dtype=str).head(2).drop(columns=["vessel_mask_path"])
+    for column in ("bus_path", "cdfi_path", "node_mask_path"):
+        table[column] = [str(site / p) for p in table[column]]
+    table.to_csv(tmp_path / "manifest.csv", index=False)
+    profile = get_profile("tiny")
+    save_checkpoint(tmp_path / "m.pt", CLAHDM(profile.model), profile.data)
+    assert faithfulness.main(["--model", str(tmp_path / "m.pt"), "--data", str(tmp_path)]) == 1
+    assert "vessel_mask_path" in capsys.readouterr().err
+
+
+def test_benchmark_times_one_picture(capsys):
+    assert heatmap_benchmark.main(["--profile", "tiny", "--repeats", "1", "--device", "cpu"]) == 0
+    assert "s per case" in capsys.readouterr().out
