@@ -27,7 +27,7 @@ from common import metrics as m
 from common.bootstrap import bootstrap_ci
 from common.config import DataConfig
 from common.dataset import CaseDataset
-from common.labels import CLASSES, LEVEL_BY_KEY, LEVELS
+from common.labels import CLASSES, LEVELS
 from common.manifest import Case
 from common.model import CLAHDM
 from common.training import Predictions, predict_clahdm
@@ -38,7 +38,6 @@ CONFUSION_FILE = "confusion.png"
 METRICS_FILE = "metrics.json"
 SOFT_COLUMNS: tuple[str, ...] = tuple(f"p_{c}" for c in CLASSES)
 LEVEL_COLUMNS: tuple[str, ...] = tuple(f"p_{lv.key}_{lv.names[1]}" for lv in LEVELS)
-CI_SUFFIXES: tuple[str, ...] = ("low", "high", "n")
 # Figures of the gated (hard) prediction; every AUC comes from the soft probabilities.
 HARD_KEYS: tuple[str, ...] = ("clahdm.accuracy",) + tuple(
     f"clahdm.cm.{i}.{j}" for i in range(len(CLASSES)) for j in range(len(CLASSES)))
@@ -145,8 +144,8 @@ def write_predictions(path: Path, preds: Predictions) -> None:
         for i, case_id in enumerate(preds.case_ids):
             target = int(preds.targets[i])
             writer.writerow([case_id, CLASSES[target] if target >= 0 else "",
-                             *(f"{v:.6f}" for v in preds.scores[i]), CLASSES[int(np.argmax(preds.hard[i]))],
-                             *(f"{v:.6f}" for v in preds.levels[i])])
+                             *(f"{v:.9g}" for v in preds.scores[i]), CLASSES[int(np.argmax(preds.hard[i]))],
+                             *(f"{v:.9g}" for v in preds.levels[i])])
 
 
 def readable_metrics(figures: Mapping[str, float], n_resamples: int, seed: int) -> dict[str, Any]:
@@ -218,8 +217,3 @@ def plot_confusion(figures: Mapping[str, float], path: Path) -> None:
     fig.colorbar(image, ax=ax, label="share of the true class")
     fig.tight_layout()
     fig.savefig(path)
-
-
-def level_of(key: str):
-    """The Level a flat figure key belongs to (None for CLA-HDM figures and counts)."""
-    return LEVEL_BY_KEY.get(key.split(".")[0])

@@ -144,13 +144,13 @@ def predict_submodel(model: SubModel, dataset: CaseDataset, batch_size: int = 32
 
 
 def predict_clahdm(model: CLAHDM, dataset: CaseDataset, batch_size: int = 32,
-                   device: torch.device | None = None) -> Predictions:
+                   device: torch.device | None = None, num_workers: int = 0) -> Predictions:
     """Soft and hard 4-class probabilities and each level's probability for every case."""
     device = device or resolve_device()
     model.to(device)
     soft, hard, levels, targets = [], [], [], []
     with evaluating(model):
-        for bus, cdfi, target in DataLoader(dataset, batch_size=batch_size):
+        for bus, cdfi, target in DataLoader(dataset, batch_size=batch_size, num_workers=num_workers):
             out = model(bus.to(device), cdfi.to(device))
             soft.append(out.soft.cpu()), hard.append(out.hard.cpu()), levels.append(out.levels.cpu())
             targets.append(target)

@@ -1,0 +1,518 @@
+"""The federation report: a run directory's saved records rendered as Markdown and one HTML page.
+
+Everything here reads what the server kept (run.json, metrics.jsonl, evaluation/SITE.json and,
+when present, faithfulness.json and readers.md); nothing per case exists at the server, so the
+report has no per-case content either. Each section is a `Block` holding its Markdown and its
+HTML; plots are PNG bytes, referenced as files from report.md and embedded as base64 in
+report.html, which therefore needs nothing beside it.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from common.labels import CLASSES, LEVELS
+from server import paper_figures as paper
+from server import run_dir as rd
+
+REPORT_MD = "report.md"
+REPORT_HTML = "report.html"
+PLOTS_DIR = "report_plots"
+FAITHFULNESS_FILE = "faithfulness.json"
+READERS_FILE = "readers.md"
+FAILURES_FILE = "evaluation_failures.json"
+MODEL_ROWS: tuple[tuple[str, str], ...] = tuple((lv.key, f"Sub-model {i + 1} ({lv.title})")
+                                                for i, lv in enumerate(LEVELS)) + (("clahdm", "CLA-HDM"),)
+# Table 1's columns: (header, figure of a sub-model, figure of CLA-HDM or None when it has none).
+TABLE1_COLUMNS: tuple[tuple[str, str, str | None], ...] = (
+    ("AUC", "auc", "auc_micro"), ("ACC", "accuracy", "accuracy"),
+    ("SENS", "sensitivity", None), ("SPEC", "specificity", None))
+FIGURE_NAMES: dict[str, str] = {
+    "auc": "AUC", "accuracy": "accuracy", "sensitivity": "sensitivity", "specificity": "specificity",
+    "ppv": "PPV", "npv": "NPV", "f1": "F1", "mcc": "MCC", "lr_pos": "LR+", "lr_neg": "LR−"}
+
+
+@dataclass
+class RunRecords:
+    """What the server saved about one run (see server/run_dir.py)."""
+
+    path: Path
+    info: dict
+    rounds: list[dict]
+    evaluations: dict[str, dict]
+    failures: dict[str, str]
+
+    @property
+    def mode(self) -> str:
+        return str(self.info.get("mode", "federated"))
+
+
+@dataclass
+class Block:
+    """One piece of the report in both formats; `plots` are the PNGs its Markdown links to."""
+
+    md: str
+    html: str
+    plots: dict[str, bytes] = field(default_factory=dict)
+
+
+def load_run(path: Path) -> RunRecords:
+    """Read one run folder's records (missing files read as empty)."""
+    path = Path(path)
+    return RunRecords(path, rd.read_json(path / rd.RUN_FILE, {}) or {}, rd.read_jsonl(path / rd.METRICS_FILE),
+                      rd.read_evaluations(path), rd.read_json(path / FAILURES_FILE, {}) or {})
+
+
+# ---- numbers ----------------------------------------------------------------------------------
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def fmt(value: Any, digits: int = 3) -> str:
+    """A figure as text; missing or undefined (NaN) figures read 'n/a'."""
+    if _missing(value):
+        return "n/a"
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def fmt_ci(metrics: Mapping[str, float], key: str) -> str:
+    """'point (low–high)' of a flat figure key, 'n/a' when absent or undefined."""
+    point = metrics.get(key)
+    if _missing(point):
+        return "n/a"
+    low, high = metrics.get(f"{key}.low"), metrics.get(f"{key}.high")
+    if _missing(low) or _missing(high):
+        return fmt(point)
+    return f"{point:.3f} ({low:.3f}–{high:.3f})"
+
+
+# ---- Markdown and HTML primitives -------------------------------------------------------------
+
+def md_table(header: list[str], rows: list[list[str]]) -> str:
+    """A Markdown pipe table (pipes inside cells escaped)."""
+    def line(cells: Iterable[Any]) -> str:
+        return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
+    return "\n".join([line(header), "|" + "---|" * len(header), *(line(r) for r in rows)])
+
+
+def html_table(header: list[str], rows: list[list[str]], groups: list[tuple[str, int]] | None = None) -> str:
+    """An HTML table; `groups` adds a first header row of (title, column span) over the columns."""
+    head = ""
+    if groups:
+        head = "<tr>" + "".join(f'<th colspan="{span}">{html.escape(title)}</th>' for title, span in groups) + "</tr>"
+    head += "<tr>" + "".join(f"<th>{html.escape(str(h))}</th>" for h in header) + "</tr>"
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><thead>{head}</thead><tbody>{body}</tbody></table>"
+
+
+def table_block(header: list[str], rows: list[list[str]]) -> Block:
+    return Block(md_table(header, rows), html_table(header, rows))
+
+
+def _inline(text: str) -> str:
+    """Escape, then the inline Markdown this report and `clafed readers` use: `code`, **bold**, *em*."""
+    out = html.escape(text, quote=False)
+    out = re.sub(r"`([^`]+)`", r"<code>\1</code>", out)
+    out = re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", out)
+    return re.sub(r"(?<![\w*])\*([^*\s][^*]*)\*(?![\w*])", r"<em>\1</em>", out)
+
+
+BULLET = re.compile(r"^\s*[-*]\s+")
+
+
+def _cells(line: str) -> list[str]:
+    cells = re.split(r"(?<!\\)\|", line.strip().strip("|"))
+    return [c.strip().replace("\\|", "|") for c in cells]
+
+
+def markdown_to_html(text: str) -> str:
+    """HTML of the Markdown subset used here: headings, pipe tables, bullet lists, paragraphs.
+
+    Enough for report text and `clafed readers` output without a Markdown dependency; any other
+    syntax is shown as plain (escaped) text.
+    """
+    lines, out, i = text.splitlines(), [], 0
+    while i < len(lines):
+        line = lines[i].rstrip()
+        if not line.strip():
+            i += 1
+        elif m := re.match(r"^(#{1,6})\s+(.*)$", line):
+            out.append(f"<h{len(m.group(1))}>{_inline(m.group(2))}</h{len(m.group(1))}>")
+            i += 1
+        elif line.lstrip().startswith("|") and i + 1 < len(lines) and re.match(r"^\s*\|?[\s:|-]+\|?\s*$", lines[i + 1]) \
+                and "-" in lines[i + 1]:
+            header, i = _cells(line), i + 2
+            rows = []
+            while i < len(lines) and lines[i].lstrip().startswith("|"):
+                rows.append(_cells(lines[i]))
+                i += 1
+            head = "".join(f"<th>{_inline(c)}</th>" for c in header)
+            body = "".join("<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in r) + "</tr>" for r in rows)
+            out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+        elif BULLET.match(line):
+            items = []
+            while i < len(lines) and BULLET.match(lines[i]):
+                items.append("<li>" + _inline(BULLET.sub("", lines[i])) + "</li>")
+                i += 1
+            out.append(f"<ul>{''.join(items)}</ul>")
+        else:
+            para = []
+            while i < len(lines) and lines[i].strip() and not re.match(r"^(#{1,6}\s|\s*\||\s*[-*]\s)", lines[i]):
+                para.append(lines[i].strip())
+                i += 1
+            out.append(f"<p>{_inline(' '.join(para))}</p>")
+    return "\n".join(out)
+
+
+def text_block(markdown: str) -> Block:
+    return Block(markdown, markdown_to_html(markdown))
+
+
+def heading(text: str, level: int = 2) -> Block:
+    return Block(f"{'#' * level} {text}", f"<h{level}>{html.escape(text)}</h{level}>")
+
+
+def png_bytes(fig: Figure) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def plot_block(name: str, png: bytes, caption: str) -> Block:
+    """A plot: linked file in Markdown, embedded base64 image in HTML."""
+    data = base64.b64encode(png).decode("ascii")
+    return Block(f"![{caption}]({PLOTS_DIR}/{name}.png)",
+                 f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{data}">'
+                 f"<figcaption>{html.escape(caption)}</figcaption></figure>", {f"{name}.png": png})
+
+
+# ---- sections ---------------------------------------------------------------------------------
+
+def run_summary(run: RunRecords, modes: Iterable[str] = ()) -> list[Block]:
+    """Settings of the run and its sites' roles and aggregate case counts."""
+    info = run.info
+    facts = [("mode", ", ".join(modes) if modes else run.mode), ("protocol", info.get("protocol", "n/a")),
+             ("profile", info.get("profile", "n/a")), ("strategy", info.get("strategy", "n/a")),
+             ("rounds", info.get("rounds", "n/a")), ("local epochs", info.get("local_epochs", "n/a")),
+             ("started", info.get("started", "n/a")), ("finished", info.get("finished") or "not finished")]
+    blocks = [heading("Run"), table_block(["setting", "value"], [[k, fmt(v)] for k, v in facts])]
+    sites = info.get("sites", [])
+    if sites:
+        keys = [f"train.{lv.key}" for lv in LEVELS] + ["train.total", "heldout.total"]
+        rows = [[s.get("name", "?"), s.get("role", "?"), *(fmt(s.get("counts", {}).get(k)) for k in keys)]
+                for s in sites]
+        blocks.append(table_block(["site", "role", "train SM1", "train SM2", "train SM3", "train total",
+                                   "held-out"], rows))
+    return blocks
+
+
+def site_order(evaluations: Mapping[str, dict]) -> list[str]:
+    """Sites in paper-cohort order first (hospital1..3), then the rest by name."""
+    known = [c.site for c in paper.COHORTS if c.site in evaluations]
+    return known + sorted(s for s in evaluations if s not in known)
+
+
+def table1_cell(metrics: Mapping[str, float], model: str, column: tuple[str, str, str | None]) -> str:
+    _, sub_figure, clahdm_figure = column
+    figure = clahdm_figure if model == "clahdm" else sub_figure
+    return "—" if figure is None else fmt_ci(metrics, f"{model}.{figure}")
+
+
+def paper_cell(model: str, site: str) -> str:
+    figure = paper.paper_auc(model, site)
+    if figure is None:
+        return "—"
+    value, low, high = figure
+    return f"{value:.3f} ({low:.3f}–{high:.3f})" if low is not None else f"{value:.3f}"
+
+
+def table1(run: RunRecords) -> list[Block]:
+    """Table 1's layout: rows sub-models 1–3 and CLA-HDM, a column group per site cohort.
+
+    Sites that stand for one of the paper's cohorts get a 'paper AUC' column beside ours.
+    """
+    sites = site_order(run.evaluations)
+    blocks = [heading("Held-out performance (Table 1 layout)")]
+    if not sites:
+        return blocks + [text_block("No site returned an evaluation.")]
+    groups, header, md_header = [], ["model"], ["model"]
+    for site in sites:
+        record = run.evaluations[site]
+        columns = [c[0] for c in TABLE1_COLUMNS] + (["paper AUC"] if site in paper.COHORT_BY_SITE else [])
+        groups.append((f"{site} ({record.get('role', '?')}, n={record.get('n_cases', 0)})", len(columns)))
+        header += columns
+        md_header += [f"{site} {c}" for c in columns]  # Markdown has no column groups
+    rows = []
+    for model, title in MODEL_ROWS:
+        row = [title]
+        for site in sites:
+            metrics = run.evaluations[site].get("metrics", {})
+            row += [table1_cell(metrics, model, column) for column in TABLE1_COLUMNS]
+            if site in paper.COHORT_BY_SITE:
+                row.append(paper_cell(model, site))
+        rows.append(row)
+    protocol = run.info.get("protocol", "unknown")
+    exact = "holds exactly" if protocol == "paper" else "is approximate (different cases)"
+    cohorts = "; ".join(f"{c.site} held-out ↔ {c.title}, n={c.n_cases}" for c in paper.COHORTS if c.site in sites)
+    notes = [f"Cohorts: " + "; ".join(f"**{s}**: {run.evaluations[s].get('cohort', 'held-out cases')}" for s in sites)
+             + ".",
+             "Figures are point estimates with 95% percentile bootstrap CIs computed at each site. Sub-models are "
+             "scored on their own cases (all / benign / malignant); CLA-HDM's AUC is the 4-class micro average and "
+             "its accuracy that of the gated prediction; sensitivity and specificity are the positive class's "
+             "(malignant, tuberculous, metastatic).",
+             f"**paper** columns are the published figures (sub-model AUCs without CI). Correspondence: {cohorts or 'none'}."
+             f" It is exact only under `--protocol paper`; this run used `--protocol {protocol}`, so it {exact}."]
+    return blocks + [Block(md_table(md_header, rows), html_table(header, rows, [("", 1)] + groups)),
+                     text_block("\n\n".join(notes))]
+
+
+def site_details(run: RunRecords) -> list[Block]:
+    """Every figure of every site: sub-models' ten figures, CLA-HDM's one-vs-rest AUCs, confusion matrices."""
+    sites = [s for s in site_order(run.evaluations) if run.evaluations[s].get("metrics", {}).get("n_cases")]
+    if not sites:
+        return []
+    blocks = [heading("All figures per site"), heading("CLA-HDM", 3)]
+    rows = [["micro AUC", *(fmt_ci(run.evaluations[s]["metrics"], "clahdm.auc_micro") for s in sites)],
+            ["macro AUC", *(fmt_ci(run.evaluations[s]["metrics"], "clahdm.auc_macro") for s in sites)]]
+    rows += [[f"AUC {c} vs rest", *(fmt_ci(run.evaluations[s]["metrics"], f"clahdm.auc_ovr.{c}") for s in sites)]
+             for c in CLASSES]
+    rows.append(["accuracy (gated)", *(fmt_ci(run.evaluations[s]["metrics"], "clahdm.accuracy") for s in sites)])
+    blocks.append(table_block(["figure", *sites], rows))
+    for i, level in enumerate(LEVELS):
+        blocks.append(heading(f"Sub-model {i + 1}: {level.title} (positive: {level.names[1]})", 3))
+        rows = [[FIGURE_NAMES[f], *(fmt_ci(run.evaluations[s]["metrics"], f"{level.key}.{f}") for s in sites)]
+                for f in FIGURE_NAMES]
+        blocks.append(table_block(["figure", *sites], rows))
+    blocks.append(heading("Confusion matrices (rows: true class, columns: gated prediction)", 3))
+    for site in sites:
+        metrics = run.evaluations[site]["metrics"]
+        rows = [[c, *(fmt(metrics.get(f"clahdm.cm.{i}.{j}"), 0) for j in range(len(CLASSES)))]
+                for i, c in enumerate(CLASSES)]
+        blocks += [text_block(f"**{site}**"), table_block(["true \\ predicted", *CLASSES], rows)]
+    return blocks
+
+
+def failures_block(run: RunRecords) -> list[Block]:
+    if not run.failures:
+        return []
+    rows = [[site, reason] for site, reason in sorted(run.failures.items())]
+    return [heading("Evaluations that failed", 3), table_block(["site", "reason"], rows)]
+
+
+def training_curves(run: RunRecords, title: str = "Training") -> list[Block]:
+    """Per-round aggregated loss and accuracy of each sub-model (plot) and each level's last round (table)."""
+    if not run.rounds:
+        return []
+    by_level: dict[str, list[dict]] = {}
+    for record in run.rounds:
+        by_level.setdefault(str(record.get("level")), []).append(record)
+    fig = Figure(figsize=(9, 3.6), dpi=100)
+    axes = fig.subplots(1, 2)
+    for level, records in by_level.items():
+        records = sorted(records, key=lambda r: r.get("round", 0))
+        rounds = [r.get("round") for r in records]
+        axes[0].plot(rounds, [r.get("loss", np.nan) for r in records], marker="o", label=level)
+        axes[1].plot(rounds, [r.get("accuracy", np.nan) for r in records], marker="o", label=level)
+    axes[0].set(xlabel="round", ylabel="training loss (weighted mean over sites)")
+    axes[1].set(xlabel="round", ylabel="training accuracy", ylim=(0, 1.02))
+    axes[1].legend(fontsize=8)
+    fig.tight_layout()
+    rows = []
+    for level, records in by_level.items():
+        last = max(records, key=lambda r: r.get("round", 0))
+        rounds = len(records)
+        mean_seconds = float(np.mean([r.get("round_seconds", np.nan) for r in records]))
+        sent = last.get("bytes_sent_per_site")
+        rows.append([level, rounds, fmt(last.get("loss")), fmt(last.get("accuracy")), fmt(last.get("num_examples")),
+                     ", ".join(sorted(last.get("sites", {}))) or "n/a", fmt(mean_seconds, 1),
+                     "n/a" if _missing(sent) else f"{sent / 1e6:.1f}"])
+    name = re.sub(r"\W+", "_", title).strip("_").lower()
+    return [heading(title, 3 if title != "Training" else 2),
+            plot_block(name, png_bytes(fig), f"{run.mode}: training loss and accuracy per round"),
+            table_block(["sub-model", "rounds", "last loss", "last accuracy", "examples", "sites",
+                         "mean round s", "MB sent per site"], rows)]
+
+
+def comparison(runs: Mapping[str, RunRecords]) -> list[Block]:
+    """Federated vs pooled vs local on the same held-out cohorts: micro AUC with CI per site and mode."""
+    modes = list(runs)
+    sites = site_order({s: {} for r in runs.values() for s in r.evaluations})
+    if not sites:
+        return []
+
+    def metrics(mode: str, site: str) -> Mapping[str, float]:
+        return runs[mode].evaluations.get(site, {}).get("metrics", {})
+
+    rows = [[site, *(fmt_ci(metrics(mode, site), "clahdm.auc_micro") for mode in modes)] for site in sites]
+    fig = Figure(figsize=(max(5.0, 1.6 * len(sites) + 2), 3.8), dpi=100)
+    ax = fig.add_subplot()
+    width = 0.8 / max(1, len(modes))
+    for k, mode in enumerate(modes):
+        points = np.array([[metrics(mode, s).get(key, np.nan) for key in
+                            ("clahdm.auc_micro", "clahdm.auc_micro.low", "clahdm.auc_micro.high")] for s in sites],
+                          dtype=float)
+        x = np.arange(len(sites)) - 0.4 + width * (k + 0.5)
+        err = np.abs(np.nan_to_num(np.stack([points[:, 0] - points[:, 1], points[:, 2] - points[:, 0]])))
+        ax.errorbar(x, points[:, 0], yerr=err, fmt="o", capsize=4, label=mode)
+    ax.set_xticks(range(len(sites)), sites)
+    ax.set(ylabel="CLA-HDM micro AUC (95% CI)", ylim=(0, 1.02))
+    ax.axhline(0.5, color="0.7", lw=1, ls="--")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    note = ("Each mode is evaluated on the same held-out cohorts. federated: FedAvg across the training sites; "
+            "pooled: one model trained on all training sites' cases together (the centralised upper reference); "
+            "local: each training site's model trained on its own cases only, evaluated on that site's held-out "
+            "cohort (evaluate-only sites have no local model: n/a).")
+    return [heading("Federated vs pooled vs local"), table_block(["site", *modes], rows),
+            plot_block("comparison_micro_auc", png_bytes(fig), "CLA-HDM micro AUC per site and training mode"),
+            text_block(note)]
+
+
+def nested_tables(data: Mapping[str, Any]) -> list[Block]:
+    """A nested dict as tables: one per top-level entry; rows = the inner path, columns = the leaf keys.
+
+    A top-level entry that is a plain value, or a dict of plain values, becomes rows of a
+    two-column table.
+    """
+    def leaves(value: Any, path: tuple[str, ...]) -> list[tuple[tuple[str, ...], Any]]:
+        if isinstance(value, Mapping):
+            return [leaf for k, v in value.items() for leaf in leaves(v, path + (str(k),))]
+        return [(path, value)]
+
+    def cell(value: Any) -> str:
+        return fmt(float(value)) if isinstance(value, float) else str(value)
+
+    blocks: list[Block] = []
+    scalars = [[str(k), cell(v)] for k, v in data.items() if not isinstance(v, Mapping)]
+    if scalars:
+        blocks.append(table_block(["entry", "value"], scalars))
+    for key, value in data.items():
+        if not isinstance(value, Mapping):
+            continue
+        items = leaves(value, ())
+        if all(len(path) == 1 for path, _ in items):
+            blocks += [text_block(f"**{key}**"), table_block(["entry", "value"], [[p[0], cell(v)] for p, v in items])]
+            continue
+        rows: dict[str, dict[str, Any]] = {}
+        columns: list[str] = []
+        for path, leaf in items:
+            rows.setdefault(" / ".join(path[:-1]), {})[path[-1]] = leaf
+            if path[-1] not in columns:
+                columns.append(path[-1])
+        table = [[row, *(cell(v[c]) if c in v else "" for c in columns)] for row, v in rows.items()]
+        blocks += [text_block(f"**{key}**"), table_block(["", *columns], table)]
+    return blocks
+
+
+def faithfulness(data: Mapping[str, Any] | None) -> list[Block]:
+    if not data:
+        return []
+    intro = ("Heatmap faithfulness on the synthetic cases, whose node and vessel masks are known "
+             f"(from `{FAITHFULNESS_FILE}`).")
+    return [heading("Heatmap faithfulness"), text_block(intro), *nested_tables(data)]
+
+
+def readers(markdown: str | None) -> list[Block]:
+    """The reader study exactly as `clafed readers` wrote it."""
+    if not markdown:
+        return []
+    return [heading("Reader study"), Block(markdown.strip(), markdown_to_html(markdown))]
+
+
+# ---- the whole report -------------------------------------------------------------------------
+
+def primary_run(run_dir: Path) -> tuple[RunRecords, dict[str, RunRecords]]:
+    """The run the main tables describe (the federated one of a comparison) and every compared run."""
+    compared = {mode: load_run(path) for mode, path in rd.compared_runs(run_dir).items()}
+    if compared:
+        return compared.get("federated", next(iter(compared.values()))), compared
+    if not (Path(run_dir) / rd.RUN_FILE).is_file():
+        raise FileNotFoundError(f"{run_dir}: no {rd.RUN_FILE} here nor in federated/, pooled/ or local/ "
+                                "(is this a clafed run directory?)")
+    return load_run(run_dir), {}
+
+
+def _extra_file(run_dir: Path, primary: RunRecords, name: str) -> Path | None:
+    """An optional input, looked for in RUN_DIR first, then in the primary run's folder."""
+    for folder in (Path(run_dir), primary.path):
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def build_blocks(run_dir: Path) -> list[Block]:
+    """Every section of the report for RUN_DIR (a single run or a comparison of modes)."""
+    run_dir = Path(run_dir)
+    primary, compared = primary_run(run_dir)
+    title = f"clafed report: {run_dir.resolve().name}"
+    blocks = [heading(title, 1)]
+    if compared:
+        blocks.append(text_block(f"A comparison of {', '.join(compared)}; the tables below describe the "
+                                 f"**{primary.mode}** run unless labelled otherwise."))
+    blocks += run_summary(primary, compared)
+    blocks += table1(primary) + failures_block(primary)
+    blocks += site_details(primary)
+    if compared:
+        blocks += comparison(compared)
+        blocks.append(heading("Training"))
+        for mode, run in compared.items():
+            blocks += training_curves(run, f"Training: {mode}")
+            for model_dir in sorted((run.path / "models").glob(f"*/{rd.METRICS_FILE}")):  # local: one model per site
+                blocks += training_curves(load_run(model_dir.parent), f"Training: {mode}, {model_dir.parent.name}")
+    else:
+        blocks += training_curves(primary)
+    faith = _extra_file(run_dir, primary, FAITHFULNESS_FILE)
+    blocks += faithfulness(rd.read_json(faith) if faith else None)
+    reader_md = _extra_file(run_dir, primary, READERS_FILE)
+    blocks += readers(reader_md.read_text(encoding="utf-8") if reader_md else None)
+    return blocks
+
+
+STYLE = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:.8em 0;font-size:.9em}th,td{border:1px solid #ccc;padding:.25em .5em;
+text-align:left}thead th{background:#f0f3f7}figure{margin:1em 0}img{max-width:100%}code{background:#f4f4f4}"""
+
+
+def render_markdown(blocks: list[Block]) -> str:
+    return "\n\n".join(b.md for b in blocks) + "\n"
+
+
+def render_html(blocks: list[Block], title: str = "clafed report") -> str:
+    """One self-contained page: inline style, images as data URIs, no external resources."""
+    body = "\n".join(b.html for b in blocks)
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+            f"<style>{STYLE}</style></head><body>\n{body}\n</body></html>\n")
+
+
+def write_report(run_dir: Path, out_dir: Path | None = None) -> tuple[Path, Path]:
+    """Build report.md (+ report_plots/) and report.html from RUN_DIR's saved records.
+
+    Args:
+        run_dir: a run directory, or a comparison holding federated/, pooled/, local/.
+        out_dir: where to write (default: RUN_DIR).
+
+    Returns:
+        (path of report.md, path of report.html).
+    """
+    run_dir = Path(run_dir)
+    out_dir = Path(out_dir) if out_dir else run_dir
+    blocks = build_blocks(run_dir)
+    plots = out_dir / PLOTS_DIR
+    plots.mkdir(parents=True, exist_ok=True)
+    for block in blocks:
+        for name, png in block.plots.items():
+            (plots / name).write_bytes(png)
+    md_path, html_path = out_dir / REPORT_MD, out_dir / REPORT_HTML
+    md_path.write_text(render_markdown(blocks), encoding="utf-8")
+    html_path.write_text(render_html(blocks, f"clafed report: {run_dir.resolve().name}"), encoding="utf-8")
+    return md_path, html_path
