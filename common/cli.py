@@ -20,6 +20,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "certs": ("server.certs_cli", "generate the CA, TLS, SuperNode and model-signing keys of a deployment"),
     "server": ("server.launch_cli", "start the coordinator's SuperLink (TLS, node authentication, database)"),
     "client": ("client.launch_cli", "start this hospital's SuperNode from its site YAML"),
+    "evaluate": ("client.evaluate_cli", "evaluate a CLA-HDM checkpoint on a site's cases, locally (CSV, ROC, CIs)"),
+    "report": ("server.report_cli", "rebuild report.md and report.html from a run directory's saved records"),
 }
 
 

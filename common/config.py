@@ -155,7 +155,7 @@ class SiteConfig:
     # Where the site writes its local outputs (predictions, plots, heatmaps); never sent away.
     output_dir: Path = Path("site_outputs")
     # Deployment only: the SuperLink's Fleet address and the credentials the SuperNode uses.
-    server_address: str = "127.0.0.1:9092"
+    server_address: str = "127.0.0.1:8000"
     root_certificates: Path | None = None
     auth_private_key: Path | None = None
     auth_public_key: Path | None = None

@@ -125,15 +125,17 @@ class RunRecorder:
 
     def final_model(self, model: CLAHDM, profile: Profile, arrays: ArrayRecord, settings: Settings) -> ConfigRecord:
         """Save (and sign, when a key is configured) the assembled CLA-HDM; return the message config."""
-        from common.signing import sign_digest, weights_digest
+        from common.signing import sign_checkpoint, sign_digest, weights_digest
 
         save_checkpoint(self.path / rd.MODEL_FILE, model, profile.data, {"run": self.name, "rounds": settings.rounds})
         profile_json = msg.profile_to_json(profile)
         digest = weights_digest(msg.arrays_numpy(arrays), msg.signed_config(profile_json))
         signature = None
         if settings.signing_key:
+            # One signature travels with the message (weights + profile, checked by the sites),
+            # one sits next to model.pt for `clafed evaluate` / `clafed predict` users.
             signature = sign_digest(digest, Path(settings.signing_key))
-            (self.path / rd.SIGNATURE_FILE).write_bytes(signature)
+            sign_checkpoint(self.path / rd.MODEL_FILE, Path(settings.signing_key))
         else:
             log.warning("signing_key not set: the final model goes out unsigned; sites configured with a "
                         "coordinator_public_key will refuse it")

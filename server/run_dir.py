@@ -8,7 +8,7 @@
       ledger.jsonl         one line per round: SHA-256 of the global weights, contributing sites
                            and their example counts (audit trail)
       checkpoints/latest.pt  the CLA-HDM after the last completed round (written atomically)
-      model.pt, model.sig  the final assembled CLA-HDM and the coordinator's signature of it
+      model.pt, model.sig  the final assembled CLA-HDM and the coordinator's signature of it (common.signing)
       evaluation/SITE.json what each site returned from its final evaluation (aggregate figures)
       report.md, report.html
 

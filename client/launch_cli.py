@@ -1,0 +1,99 @@
+"""`clafed client --site sites/hospitalX.yaml`: start this hospital's Flower SuperNode from its YAML."""
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from common.config import ConfigError, SiteConfig, load_site_config
+from common.launch import flower_env, run_forwarding
+
+
+def supernode_command(site: SiteConfig, site_yaml: Path, *, runtime_port: int | None = None,
+                      max_retries: int | None = None, max_wait_time: float | None = None) -> list[str]:
+    """The flower-supernode command line for a site (pure: no file is read or checked)."""
+    command = ["flower-supernode", "--superlink", site.server_address]
+    if site.root_certificates is not None:
+        command += ["--root-certificates", str(site.root_certificates)]
+    if site.auth_private_key is not None:
+        command += ["--auth-supernode-private-key", str(site.auth_private_key)]
+    # json.dumps gives a TOML basic string: quotes and backslashes in the path survive.
+    command += ["--node-config", f"site-config={json.dumps(str(Path(site_yaml).resolve()))}"]
+    if runtime_port is not None:
+        # Each SuperNode serves its local runtime API; two on one host need different ports.
+        command += ["--port", str(runtime_port)]
+    if max_retries is not None:
+        command += ["--max-retries", str(max_retries)]
+    if max_wait_time is not None:
+        command += ["--max-wait-time", str(max_wait_time)]
+    return command
+
+
+def flwr_home(site: SiteConfig) -> Path:
+    """Each SuperNode keeps its Flower state apart, under the site's own output folder."""
+    return site.output_dir / "flwr_home"
+
+
+def check_site_credentials(site: SiteConfig, site_yaml: Path) -> list[str]:
+    """Problems that would stop the SuperNode from joining, each naming the YAML key to fix."""
+    problems = []
+    if site.auth_private_key is None:
+        problems.append(f"{site_yaml}: auth_private_key is not set; use the {site.name}/supernode.key the "
+                        "coordinator generated with `clafed certs` (the SuperLink refuses unauthenticated nodes)")
+    for key in ("root_certificates", "auth_private_key", "coordinator_public_key"):
+        path = getattr(site, key)
+        if path is not None and not Path(path).is_file():
+            problems.append(f"{site_yaml}: {key}: file not found: {path}")
+    return problems
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--site", required=True, help="this hospital's site YAML (sites/hospitalX.yaml)")
+    parser.add_argument("--server-address", default=None,
+                        help="SuperLink host:port overriding the YAML's server_address (e.g. a container name)")
+    parser.add_argument("--runtime-port", type=int, default=None,
+                        help="port of the SuperNode's local runtime API (default Flower's 9094); "
+                             "give each SuperNode on one host its own")
+    parser.add_argument("--max-retries", type=int, default=None,
+                        help="give up after this many reconnection attempts (default: retry forever)")
+    parser.add_argument("--max-wait-time", type=float, default=None,
+                        help="give up reconnecting after this many seconds (default: never)")
+    parser.add_argument("--print", action="store_true", dest="print_only",
+                        help="print the environment and command instead of running them")
+
+
+def run(args: argparse.Namespace) -> int:
+    site_yaml = Path(args.site)
+    try:
+        site = load_site_config(site_yaml)
+    except (ConfigError, FileNotFoundError) as err:
+        print(f"clafed client: {err}", file=sys.stderr)
+        return 2
+    if args.server_address:
+        site = replace(site, server_address=args.server_address)
+    command = supernode_command(site, site_yaml, runtime_port=args.runtime_port,
+                                max_retries=args.max_retries, max_wait_time=args.max_wait_time)
+    home = flwr_home(site)
+    if args.print_only:
+        print(f"FLWR_HOME={shlex.quote(str(home))} {shlex.join(command)}")
+        return 0
+    problems = check_site_credentials(site, site_yaml)
+    if problems:
+        print("\n".join(f"clafed client: {p}" for p in problems), file=sys.stderr)
+        return 2
+    if site.root_certificates is None:
+        print(f"clafed client: {site_yaml}: root_certificates not set; trusting the system CAs only "
+              "(set it to the deployment's ca.crt)", file=sys.stderr)
+    home.mkdir(parents=True, exist_ok=True)
+    rc = run_forwarding(command, flower_env(FLWR_HOME=str(home)), cwd=home)
+    # flwr exits 1 on any error (its own code, e.g. 305 for a refused connection, is only logged);
+    # a stop by signal gives a negative code and needs no hint.
+    if rc > 0:
+        print(f"clafed client: {site.name} stopped with an error (exit {rc}). If it could not join the SuperLink "
+              f"at {site.server_address}, check in {site_yaml}: server_address; root_certificates is the "
+              "deployment's ca.crt (TLS errors above); and ask the coordinator whether this site's "
+              "supernode.pub is registered (`flwr supernode register`).", file=sys.stderr)
+    return rc

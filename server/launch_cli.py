@@ -1,0 +1,70 @@
+"""`clafed server --certs DIR`: start the coordinator's Flower SuperLink with TLS and node authentication."""
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+from common.launch import flower_env, run_forwarding
+from server.certs import CA_CERT, REGISTRY, SERVER_CERT, SERVER_KEY
+
+# Flower 1.41 serves the Fleet, Control and runtime APIs over HTTPS on this one port.
+DEFAULT_PORT = 8000
+DEFAULT_DATABASE = "superlink_state.db"
+
+
+def superlink_command(certs: Path, *, database: Path | None, host: str = "0.0.0.0", port: int = DEFAULT_PORT) -> list[str]:
+    """The flower-superlink command line (pure: no file is read or checked)."""
+    certs = Path(certs)
+    command = [
+        "flower-superlink",
+        "--ssl-ca-certfile", str(certs / CA_CERT),
+        "--ssl-certfile", str(certs / SERVER_CERT),
+        "--ssl-keyfile", str(certs / SERVER_KEY),
+        # Only SuperNodes whose public key was registered (`flwr supernode register`) may join.
+        "--enable-supernode-auth",
+        # Hospitals are offline: the apps' dependencies are installed with clafed, never fetched.
+        "--disable-runtime-dependency-installation",
+        "--host", host, "--port", str(port),
+    ]
+    if database is not None:
+        # Registered nodes and runs survive a SuperLink restart (without it they live in memory).
+        command += ["--database", str(database)]
+    return command
+
+
+def missing_credentials(certs: Path) -> list[Path]:
+    """The TLS files the SuperLink needs that are not in `certs`."""
+    return [Path(certs) / name for name in (CA_CERT, SERVER_CERT, SERVER_KEY) if not (Path(certs) / name).is_file()]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--certs", required=True, help="the folder `clafed certs` wrote")
+    parser.add_argument("--host", default="0.0.0.0", help="interface to listen on (default all)")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"HTTPS port (default {DEFAULT_PORT})")
+    parser.add_argument("--database", default=DEFAULT_DATABASE,
+                        help=f"SuperLink state file: registered nodes, runs (default ./{DEFAULT_DATABASE})")
+    parser.add_argument("--no-database", action="store_true",
+                        help="keep the SuperLink's state in memory: nodes must be registered again and runs "
+                             "are lost after a restart (avoids SQLite lock timeouts on slow disks)")
+    parser.add_argument("--print", action="store_true", dest="print_only",
+                        help="print the command instead of running it")
+
+
+def run(args: argparse.Namespace) -> int:
+    certs = Path(args.certs).resolve()
+    database = None if args.no_database else Path(args.database).resolve()
+    command = superlink_command(certs, database=database, host=args.host, port=args.port)
+    if args.print_only:
+        print(shlex.join(command))
+        return 0
+    missing = missing_credentials(certs)
+    if missing:
+        print(f"clafed server: missing {', '.join(map(str, missing))}; create them with "
+              "`clafed certs --out DIR --server-host HOST --sites ...` and pass --certs DIR", file=sys.stderr)
+        return 2
+    print(f"clafed server: SuperLink on {args.host}:{args.port}; register each site once with "
+          f"`flwr supernode register SITE/supernode.pub FEDERATION` (keys listed in {certs / REGISTRY})",
+          file=sys.stderr)
+    return run_forwarding(command, flower_env())
