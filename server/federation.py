@@ -20,7 +20,7 @@ from common.model import CLAHDM
 from common.training import seed_everything
 from server.recorder import RunRecorder
 from server.settings import Settings
-from server.strategy import RoundReport, make_strategy
+from server.strategy import RoundReport, make_strategy, short_reason
 
 log = logging.getLogger("clafed.server")
 
@@ -41,15 +41,6 @@ class SiteInfo:
 
     def trains(self, level: Level) -> bool:
         return self.role == "train" and self.counts.get(f"train.{level.key}", 0) > 0
-
-
-def short_reason(reason: str) -> str:
-    """The site's own error message without the transport's traceback around it."""
-    text = reason.split("Message:", 1)[-1] if "Message:" in reason else reason
-    text = text.strip()
-    text = text[:-2] if text.endswith("'>") else text  # Ray wraps the message as <'...'>
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[-1] if lines else reason
 
 
 def wait_for_sites(grid: Grid, settings: Settings) -> list[int]:
@@ -112,7 +103,7 @@ def train_level(grid: Grid, settings: Settings, profile: Profile, model: CLAHDM,
         useful = {n: m for n, m in report.replies.items() if int(m[msg.NUM_EXAMPLES]) > 0}
         for node, reason in report.failures.items():
             log.error("%s round %d: site %s failed: %s", level.key, done + report.server_round, names.get(node, node),
-                      short_reason(reason))
+                      reason)
         missing = [names.get(n, str(n)) for n in trainers_ids if n not in report.replies and n not in report.failures]
         if missing:
             log.error("%s round %d: no reply from %s within %.0f s", level.key, done + report.server_round,

@@ -32,6 +32,15 @@ class RoundReport:
     finished: float = 0.0
 
 
+def short_reason(reason: str) -> str:
+    """The site's own error message without the transport's traceback around it."""
+    text = reason.split("Message:", 1)[-1] if "Message:" in reason else reason
+    text = text.strip()
+    text = text[:-2] if text.endswith("'>") else text  # Ray wraps the message as <'...'>
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else reason
+
+
 class TargetedRounds:
     """Mixin for a Flower strategy: train only on `targets`, report every round to `on_round`.
 
@@ -58,7 +67,7 @@ class TargetedRounds:
     def aggregate_train(self, server_round: int, replies: Iterable[Message]):
         replies = list(replies)
         ok = [r for r in replies if not r.has_error()]
-        failures = {r.metadata.src_node_id: r.error.reason for r in replies if r.has_error()}
+        failures = {r.metadata.src_node_id: short_reason(r.error.reason) for r in replies if r.has_error()}
         # A site that had nothing to train on this round must not zero the weighted average.
         useful = [r for r in ok if int(r.content[METRICS][NUM_EXAMPLES]) > 0]
         arrays, metrics = super().aggregate_train(server_round, useful) if useful else (None, None)  # type: ignore[misc]

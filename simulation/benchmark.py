@@ -42,6 +42,28 @@ def bare_loop(profile, batch_size: int, steps: int, device: torch.device) -> flo
     return steps * batch_size / (time.perf_counter() - start)
 
 
+def forward_ms_per_case(profile_name: str, batch_size: int = 8, repeats: int = 3) -> float:
+    """CPU/GPU inference time of the whole CLA-HDM (three sub-models), ms per case, random init."""
+    from common.config import get_profile
+    from common.model import CLAHDM
+    from common.training import resolve_device
+
+    profile = get_profile(profile_name, {"model": {"pretrained": "none"}})
+    device = resolve_device("auto")
+    model = CLAHDM(profile.model).to(device).eval()
+    x = torch.randn(batch_size, 3, profile.data.input_size, profile.data.input_size, device=device)
+    times = []
+    with torch.inference_mode():
+        model(x, x)  # warm-up
+        for _ in range(repeats):
+            start = time.perf_counter()
+            model(x, x)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            times.append((time.perf_counter() - start) / batch_size)
+    return 1000 * min(times)
+
+
 def client_loop(profile, manifest: Path, device: torch.device, epochs: int) -> float:
     """Samples/s of common.training.train_submodel on real (synthetic) cases, images cached."""
     from common.dataset import CaseDataset
@@ -71,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--steps", type=int, default=10, help="steps of the bare loop")
     parser.add_argument("--out", default=None, help="keep the simulated run here (default: a temp folder)")
+    parser.add_argument("--forward", action="store_true",
+                        help="also time CLA-HDM inference for every profile (resnet50 at 224 px included)")
     args = parser.parse_args(argv)
 
     from common.config import get_profile
@@ -80,6 +104,11 @@ def main(argv: list[str] | None = None) -> int:
 
     profile = get_profile(args.profile)
     device = resolve_device("auto")
+    if args.forward:
+        print(f"\n== CLA-HDM inference ({device}, {torch.get_num_threads()} threads, batch 8)")
+        for name in ("tiny", "cpu", "paper"):
+            p = get_profile(name)
+            print(f"{name:<6} {p.model.backbone} at {p.data.input_size} px: {forward_ms_per_case(name):7.0f} ms/case")
     torch.set_num_threads(1)  # as one simulated site gets
     manifests = synthetic_data(args.preset, 0)
     bare = bare_loop(profile, profile.train.batch_size, args.steps, device)
