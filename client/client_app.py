@@ -5,7 +5,6 @@ evaluate the final CLA-HDM. Replies carry weights, counts and aggregate figures 
 """
 from __future__ import annotations
 
-import logging
 import os
 
 import torch
@@ -19,7 +18,6 @@ from client.local_training import train_round
 from client.site_context import current_site
 
 app = ClientApp()
-log = logging.getLogger("clafed.client")
 
 # Simulated sites share the machine's cores: the runner caps each one's torch threads.
 if os.environ.get("CLAFED_TORCH_THREADS"):

@@ -5,7 +5,6 @@ configuration, example counts and aggregate figures are ever put into a message.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from typing import Mapping
 
@@ -60,16 +59,6 @@ def arrays_to_state(arrays: ArrayRecord, reference: Mapping[str, torch.Tensor]) 
 def arrays_nbytes(arrays: ArrayRecord) -> int:
     """Payload size of an ArrayRecord (what one site downloads or uploads per round)."""
     return int(sum(len(array.data) for array in arrays.values()))
-
-
-def arrays_sha256(arrays: ArrayRecord) -> str:
-    """SHA-256 over the names, dtypes, shapes and bytes of the arrays, in name order (the ledger's hash)."""
-    digest = hashlib.sha256()
-    for key in sorted(arrays.keys()):
-        array = arrays[key]
-        digest.update(f"{key}|{array.dtype}|{tuple(array.shape)}|".encode())
-        digest.update(array.data)
-    return digest.hexdigest()
 
 
 def arrays_numpy(arrays: ArrayRecord) -> dict[str, np.ndarray]:

@@ -19,6 +19,7 @@ from common.checkpoint import load_checkpoint, save_checkpoint
 from common.config import ConfigError, Profile
 from common.labels import LEVELS, Level
 from common.model import CLAHDM
+from common.signing import sign_checkpoint, sign_digest, weights_digest
 from common.typed_config import to_dict
 from server import run_dir as rd
 from server.settings import Settings, settings_json
@@ -114,7 +115,7 @@ class RunRecorder:
             "bytes_sent_per_site": nbytes, "bytes_received_per_site": nbytes,
         }
         rd.append_jsonl(self.path / rd.METRICS_FILE, record)
-        digest = msg.arrays_sha256(report.arrays)
+        digest = weights_digest(msg.arrays_numpy(report.arrays), {})
         rd.append_jsonl(self.path / rd.LEDGER_FILE, {
             "level": level.key, "round": server_round, "sha256": digest, "sites": examples, "time": record["time"]})
         self.state["completed"][level.key] = server_round
@@ -125,8 +126,6 @@ class RunRecorder:
 
     def final_model(self, model: CLAHDM, profile: Profile, arrays: ArrayRecord, settings: Settings) -> ConfigRecord:
         """Save (and sign, when a key is configured) the assembled CLA-HDM; return the message config."""
-        from common.signing import sign_checkpoint, sign_digest, weights_digest
-
         save_checkpoint(self.path / rd.MODEL_FILE, model, profile.data, {"run": self.name, "rounds": settings.rounds})
         profile_json = msg.profile_to_json(profile)
         digest = weights_digest(msg.arrays_numpy(arrays), msg.signed_config(profile_json))

@@ -5,12 +5,12 @@ Same sites, same hold-out rules, same training function, same number of epochs p
 """
 from __future__ import annotations
 
-import logging
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from common import messages as msg
+from common.checkpoint import save_checkpoint
 from common.dataset import CaseDataset
 from common.labels import LEVELS
 from common.model import CLAHDM
@@ -22,7 +22,6 @@ from server.recorder import RunRecorder
 from server.settings import Settings
 from server.strategy import RoundReport
 
-log = logging.getLogger("clafed.simulation")
 
 
 def load_sites(site_yamls: list[Path]) -> list[SiteData]:
@@ -61,9 +60,7 @@ def train_centrally(settings: Settings, name: str, trainers: list[SiteData], fol
             report = RoundReport(server_round, arrays, None, replies={0: figures}, started=started, finished=finished)
             recorder.round_completed(level, server_round, model, report, {0: name})
     model.cpu()
-    profile_data = profile.data
-    from common.checkpoint import save_checkpoint
-    save_checkpoint(folder / rd.MODEL_FILE, model, profile_data, {"run": folder.name, "trained_on": name})
+    save_checkpoint(folder / rd.MODEL_FILE, model, profile.data, {"run": folder.name, "trained_on": name})
     recorder.finished()
     return model
 
@@ -90,7 +87,7 @@ def run_pooled(settings: Settings, site_yamls: list[Path], folder: Path) -> None
     trainers = [s for s in sites if s.config.role == "train"]
     model = train_centrally(settings, "pooled", trainers, folder)
     rd.write_json(folder / rd.RUN_FILE, dict(rd.read_json(folder / rd.RUN_FILE, {}),
-                                             sites=[i.__dict__ for i in site_infos(sites)]))
+                                             sites=[asdict(i) for i in site_infos(sites)]))
     for site in sites:
         evaluate_at(model, settings, site, folder)
 
@@ -103,4 +100,4 @@ def run_local(settings: Settings, site_yamls: list[Path], folder: Path) -> None:
         evaluate_at(model, settings, site, folder)
     rd.write_json(folder / rd.RUN_FILE, {
         "mode": "local", "profile": settings.profile, "rounds": settings.rounds, "local_epochs": settings.local_epochs,
-        "sites": [i.__dict__ for i in site_infos(sites)]})
+        "sites": [asdict(i) for i in site_infos(sites)]})

@@ -6,7 +6,6 @@ transport differs (Ray actors instead of SuperNodes over the network).
 from __future__ import annotations
 
 import json
-import logging
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -17,7 +16,6 @@ from common.config import ConfigError
 from server import run_dir as rd
 from server.settings import ENV_RUN_CONFIG, Settings, settings_json
 
-log = logging.getLogger("clafed.simulation")
 
 DEFAULT_CACHE = Path(os.environ.get("CLAFED_CACHE", Path.home() / ".cache" / "clafed"))
 

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from common.labels import CLASSES
-from common.manifest import REQUIRED_COLUMNS
+from common.manifest import ManifestError, read_table
 
 
 class SplitError(ValueError):
@@ -26,16 +26,10 @@ class SplitError(ValueError):
 def read_pooled(path: str | Path, need_labels: bool = True) -> pd.DataFrame:
     """Read a pooled manifest as strings, checking columns, case ids and labels (lower-cased)."""
     path = Path(path)
-    if not path.is_file():
-        raise SplitError(f"{path}: manifest not found")
     try:
-        table = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        raise SplitError(f"{path}: not a readable CSV ({err})") from None
-    missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
-    if missing:
-        raise SplitError(f"{path}: missing column(s) {', '.join(missing)}; required: {', '.join(REQUIRED_COLUMNS)}")
-    table = table.apply(lambda col: col.str.strip())
+        table = read_table(path)
+    except ManifestError as err:
+        raise SplitError(str(err)) from None
     duplicated = table.loc[table["case_id"].duplicated(), "case_id"].tolist()
     if duplicated:
         raise SplitError(f"{path}: column case_id: duplicate id(s) {', '.join(duplicated[:5])}")

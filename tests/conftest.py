@@ -1,10 +1,12 @@
-"""Shared fixtures: tiny hand-made sites and the `tiny` profile."""
+"""Shared fixtures: tiny hand-made sites, the `tiny` profile and a tiny model checkpoint."""
 from __future__ import annotations
 
 import pytest
 import torch
 
+from common.checkpoint import save_checkpoint
 from common.config import get_profile
+from common.model import CLAHDM
 from tests.sitegen import write_site
 
 torch.set_num_threads(2)
@@ -20,3 +22,13 @@ def tiny_profile():
 def site_manifest(tmp_path):
     """A 16-case site, 4 per class."""
     return write_site(tmp_path / "site", {c: 4 for c in ("reactive", "tuberculous", "lymphoma", "metastatic")})
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """A seeded random-init `tiny` CLA-HDM checkpoint, one per test module (tests may sign it)."""
+    profile = get_profile("tiny")
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("model") / "model.pt"
+    save_checkpoint(path, CLAHDM(profile.model), profile.data)
+    return path

@@ -10,24 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from common.checkpoint import load_checkpoint, save_checkpoint
+from common.checkpoint import load_checkpoint
 from common.cli import main
-from common.config import get_profile
 from common.dataset import CaseDataset
 from common.labels import CLASSES
 from common.manifest import load_cases
-from common.model import CLAHDM
 from common.training import predict_clahdm
 from tests.sitegen import write_site
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    profile = get_profile("tiny")
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("model") / "model.pt"
-    save_checkpoint(path, CLAHDM(profile.model), profile.data)
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -5,9 +5,6 @@ import numpy as np
 import pytest
 import torch
 
-from common.checkpoint import save_checkpoint
-from common.config import get_profile
-from common.model import CLAHDM
 from common.signing import (SignatureError, sign_checkpoint, sign_digest, signature_path, verify_checkpoint,
                             verify_digest, weights_digest)
 from server.certs import generate_credentials
@@ -20,15 +17,6 @@ def keys(tmp_path_factory):
     ours = generate_credentials(base / "ours", ["127.0.0.1"], ["hospital1"])
     theirs = generate_credentials(base / "theirs", ["127.0.0.1"], ["hospital1"])
     return ours, theirs
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    profile = get_profile("tiny")
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("model") / "model.pt"
-    save_checkpoint(path, CLAHDM(profile.model), profile.data)
-    return path
 
 
 STATE = {"b": np.arange(6, dtype=np.float32).reshape(2, 3), "a": torch.ones(4)}

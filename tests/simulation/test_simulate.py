@@ -102,3 +102,15 @@ def finish_expecting_error(process: subprocess.Popen) -> str:
     out, _ = process.communicate(timeout=120)
     assert process.returncode != 0
     return out
+
+
+def test_pooled_and_local_baselines_evaluate_on_the_same_cohorts(cache, tmp_path):
+    run = tmp_path / "run"
+    finish(simulate(cache, run, "--heatmaps", "0", "--mode", "pooled,local"))
+    pooled, local = rd.read_evaluations(run / "pooled"), rd.read_evaluations(run / "local")
+    assert set(pooled) == set(local) == set(SITES)  # every site trains under --protocol federated
+    for site in SITES:
+        assert pooled[site]["n_cases"] == local[site]["n_cases"] > 0
+    assert rd.read_jsonl(run / "pooled" / rd.METRICS_FILE)[0]["sites"].keys() == {"pooled"}
+    assert (run / "local" / "models" / "hospital2" / rd.MODEL_FILE).is_file()
+    assert "Federated vs pooled vs local" in (run / "report.md").read_text()
