@@ -1,7 +1,7 @@
 """The ClientApp every hospital runs inside its SuperNode.
 
-Three messages: who are you (name, role, case counts), train one sub-model for a round, and
-evaluate the final CLA-HDM. Replies carry weights, counts and aggregate figures only.
+Four messages: who are you (name, role, case counts), train one phase's network for a round,
+score that round's global network on the validation cases, and evaluate the final CLA-HDM. Replies carry weights, counts and aggregate figures only.
 """
 from __future__ import annotations
 
@@ -12,9 +12,8 @@ from flwr.app import Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
 from common import messages as msg
-from common.labels import LEVEL_BY_KEY
 from client.final_evaluation import evaluate_final_model
-from client.local_training import train_round
+from client.local_training import train_round, validate_round
 from client.site_context import current_site
 
 app = ClientApp()
@@ -36,13 +35,21 @@ def site_info(message: Message, context: Context) -> Message:
 def train(message: Message, context: Context) -> Message:
     site = current_site(context.node_config)
     config = message.content[msg.CONFIG]
-    level = LEVEL_BY_KEY[str(config["level"])]
     server_round = int(config.get("round-offset", 0)) + int(config["server-round"])
     arrays, figures = train_round(
-        site, level, msg.profile_from_json(str(config["profile"])), message.content[msg.ARRAYS],
-        epochs=int(config["local-epochs"]), seed=int(config.get("seed", 0)), server_round=server_round,
+        site, str(config["level"]), msg.profile_from_json(str(config["profile"])), message.content[msg.ARRAYS],
+        seed=int(config.get("seed", 0)), server_round=server_round, rounds=int(config["rounds"]),
         proximal_mu=float(config.get("proximal-mu", 0.0)))
     return Message(msg.train_reply(arrays, figures), reply_to=message)
+
+
+@app.evaluate("validate")
+def validate(message: Message, context: Context) -> Message:
+    site = current_site(context.node_config)
+    config = message.content[msg.CONFIG]
+    figures = validate_round(site, str(config["level"]), msg.profile_from_json(str(config["profile"])),
+                             message.content[msg.ARRAYS])
+    return Message(RecordDict({msg.METRICS: msg.metric_record(figures)}), reply_to=message)
 
 
 @app.evaluate()

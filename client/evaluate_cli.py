@@ -77,8 +77,9 @@ def run(args: argparse.Namespace) -> int:
     except (ConfigError, ManifestError, FileNotFoundError, ValueError) as err:
         print(err, file=sys.stderr)
         return 1
-    cases = {"heldout": site.heldout_cases, "train": site.train_cases,
-             "all": site.train_cases + site.heldout_cases}[args.cohort]
+    # "train": every case before the hold-out rule, the validation share included.
+    before = site.train_cases + site.validation_cases
+    cases = {"heldout": site.heldout_cases, "train": before, "all": before + site.heldout_cases}[args.cohort]
     if not cases:
         print(f"site {config.name}: the {args.cohort} cohort has no cases (role {config.role}, hold-out rule "
               f"{config.holdout.kind}); choose another --cohort", file=sys.stderr)

@@ -1,4 +1,4 @@
-"""One site's part of a federated round: train one sub-model on the local cases, report counts."""
+"""One site's part of a federated round: train one phase's network on the local cases, report counts."""
 from __future__ import annotations
 
 import os
@@ -6,15 +6,17 @@ import resource
 import time
 from dataclasses import replace
 
+import numpy as np
 import torch
 from flwr.app import ArrayRecord
 
+from common import federated_validation as fv
 from common import messages as msg
 from common.config import Profile
-from common.labels import Level
+from common.labels import phase_level
 from common.model import SubModel
 from common.site import SiteData
-from common.training import resolve_device, train_submodel
+from common.training import predict_probabilities, resolve_device, train_submodel
 
 
 def show_progress() -> bool:
@@ -22,28 +24,62 @@ def show_progress() -> bool:
     return os.environ.get("CLAFED_PROGRESS", "1") != "0"
 
 
-def train_round(site: SiteData, level: Level, profile: Profile, arrays: ArrayRecord, *, epochs: int,
-                seed: int, server_round: int, proximal_mu: float = 0.0) -> tuple[ArrayRecord, dict[str, float | int]]:
-    """Train the received sub-model locally and return its weights with aggregate figures only.
+def phase_network(profile: Profile, phase: str) -> SubModel:
+    """The network a phase trains: a binary sub-model, or the 4-class shared one."""
+    level = phase_level(phase)  # refuses unknown phases by name
+    # Weights come from the server: never read an initialisation from disk or the network here.
+    return SubModel(replace(profile.model, pretrained="none"), n_classes=2 if level else 4)
 
-    A site without cases of this level returns the weights unchanged with 0 examples, which
-    the server leaves out of the average.
+
+def train_round(site: SiteData, phase: str, profile: Profile, arrays: ArrayRecord, *, seed: int,
+                server_round: int, rounds: int, proximal_mu: float = 0.0) -> tuple[ArrayRecord, dict[str, float | int]]:
+    """Train the received network of `phase` locally and return its weights with aggregate figures only.
+
+    Round `server_round` of `rounds` covers that share of the phase's learning-rate schedule, so a
+    resumed run continues the same curve. A site without cases of this phase returns the weights
+    unchanged with 0 examples, which the server leaves out of the average.
     """
-    model = SubModel(replace(profile.model, pretrained="none"))  # weights come from the server
+    if not 1 <= server_round <= rounds:
+        raise ValueError(f"round {server_round} lies outside the phase's {rounds} rounds")
+    model = phase_network(profile, phase)
     model.load_state_dict(msg.arrays_to_state(arrays, model.state_dict()))
-    dataset = site.train_dataset(level, profile.data, seed=seed + 1000 * server_round)
-    cfg = replace(profile.train, seed=seed + 1000 * server_round, batch_size=site.config.batch_size,
-                  num_workers=site.config.num_workers, device=site.config.device, progress=show_progress())
+    dataset = site.train_dataset(phase_level(phase), profile.data, seed=seed + 1000 * server_round)
+    cfg = replace(profile.train, seed=seed + 1000 * server_round, num_workers=site.config.num_workers,
+                  device=site.config.device, progress=show_progress())
     device = resolve_device(site.config.device)
     started = time.perf_counter()
-    history = train_submodel(model, dataset, cfg, epochs=epochs, device=device, proximal_mu=proximal_mu,
-                             desc=f"{site.config.name} {level.key} round {server_round}")
+    history = train_submodel(model, dataset, cfg, epochs=profile.train.epochs, device=device, proximal_mu=proximal_mu,
+                             desc=f"{site.config.name} {phase} round {server_round}",
+                             span=((server_round - 1) / rounds, server_round / rounds))
     seconds = time.perf_counter() - started
     last = history[-1] if history else None
     figures = {msg.NUM_EXAMPLES: len(dataset), "loss": last.loss if last else 0.0,
                "accuracy": last.accuracy if last else 0.0, "train_seconds": seconds, "epochs": len(history),
+               "lr": last.lr if last else 0.0,
                # ru_maxrss is in KiB on Linux: the site process's peak memory so far
                "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
     if device.type == "cuda":
         figures["peak_gpu_bytes"] = int(torch.cuda.max_memory_allocated(device))
     return msg.state_to_arrays(model.cpu().state_dict()), figures
+
+
+def validate_round(site: SiteData, phase: str, profile: Profile, arrays: ArrayRecord) -> dict[str, float | int]:
+    """Score the round's global network of `phase` on the site's validation cases.
+
+    Returns aggregate figures only (summed loss, counts, score histograms per class; see
+    common.federated_validation); a site without validation cases returns zero counts.
+    """
+    model = phase_network(profile, phase)
+    model.load_state_dict(msg.arrays_to_state(arrays, model.state_dict()))
+    return validation_figures(site, phase, profile, model)
+
+
+def validation_figures(site: SiteData, phase: str, profile: Profile, model: SubModel) -> dict[str, float | int]:
+    """Aggregate validation figures of `model` (the network of `phase`) on the site's validation cases."""
+    dataset = site.validation_dataset(phase_level(phase), profile.data)
+    probabilities = predict_probabilities(model, dataset, batch_size=site.config.batch_size,
+                                          device=resolve_device(site.config.device))
+    targets = dataset.targets()
+    proba = probabilities if len(targets) else np.zeros((0, model.n_classes))
+    loss_sum = float(-np.log(np.clip(proba[np.arange(len(targets)), targets], 1e-7, 1.0)).sum()) if len(targets) else 0.0
+    return fv.site_figures(targets, proba, loss_sum)

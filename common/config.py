@@ -63,13 +63,30 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Local training of one sub-model."""
+    """How the sub-models are trained: the schedule of a run and each site's local optimisation.
 
+    The schedule (rounds, shared_rounds, epochs) lives here so that one profile says how long a
+    run trains; a coordinator's run config may override it (server/settings.py).
+    """
+
+    # Local epochs per federated round (the pooled and local baselines count rounds the same way).
     epochs: int = 1
+    # Federated rounds per sub-model.
+    rounds: int = 4
+    # Rounds of the shared first phase: one 4-class network over every labelled case whose
+    # extractors then initialise all three sub-models (0: each sub-model starts from scratch or
+    # from the ImageNet initialisation).
+    shared_rounds: int = 0
     batch_size: int = 16
-    # Adam as in the paper; 1e-4 suits ImageNet-initialised ResNets, raise it from scratch.
+    # Peak learning rate of AdamW (Adam as in the paper, decoupled weight decay); 1e-4 suits
+    # ImageNet-initialised ResNets, from scratch it must be higher.
     lr: float = 1e-4
     weight_decay: float = 1e-4
+    # One schedule over the whole run (every round of every phase): linear warm-up over this
+    # fraction, then cosine decay to lr * lr_floor at the last step.
+    warmup: float = 0.1
+    lr_floor: float = 0.02
+    label_smoothing: float = 0.0
     # Weight of the two auxiliary per-branch losses (deep supervision); 0 switches them off.
     aux_weight: float = 0.3
     # Lymphoma and tuberculosis are rare: oversample them (sampler) or weight the loss (loss).
@@ -78,6 +95,13 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.rounds < 1 or self.shared_rounds < 0:
+            raise ValueError(f"epochs and rounds must be >= 1 and shared_rounds >= 0 "
+                             f"(got {self.epochs}, {self.rounds}, {self.shared_rounds})")
+        if not 0.0 <= self.warmup < 1.0 or not 0.0 <= self.lr_floor <= 1.0:
+            raise ValueError(f"warmup must lie in [0, 1) and lr_floor in [0, 1] (got {self.warmup}, {self.lr_floor})")
 
 
 @dataclass(frozen=True)
@@ -91,15 +115,19 @@ class Profile:
 
 
 PROFILES: dict[str, Profile] = {
-    # Tests: the smallest network at 64 px, so a sub-model trains in seconds on a laptop CPU.
+    # Tests: the smallest network at 64 px, so a round trains in seconds on a laptop CPU.
     "tiny": Profile("tiny", ModelConfig(backbone="resnet10", fusion_hidden=(64,), aux_hidden=32),
-                    DataConfig(input_size=64), TrainConfig(epochs=1, batch_size=8, lr=1e-3)),
-    # A demo that finishes on a 2-core laptop: resnet18 at 96 px (128 px doubles a round's time).
-    "cpu": Profile("cpu", ModelConfig(backbone="resnet18", fusion_hidden=(256, 64)),
-                   DataConfig(input_size=96), TrainConfig(epochs=2, batch_size=16, lr=5e-4)),
-    # The paper's setting, for GPUs.
+                    DataConfig(input_size=64),
+                    TrainConfig(rounds=2, shared_rounds=1, epochs=1, batch_size=8, lr=1e-3)),
+    # The default demo, sized to end within 15 minutes on a 2-core laptop: resnet18 at 96 px
+    # from scratch (128 px doubles a round's time; resnet10 at 128 px learned less). The shared
+    # phase carries most of the steps: each of its epochs teaches both extractors from every case.
+    "cpu": Profile("cpu", ModelConfig(backbone="resnet18", fusion_hidden=(256, 64)), DataConfig(input_size=96),
+                   TrainConfig(rounds=4, shared_rounds=8, epochs=1, batch_size=32, lr=1e-3)),
+    # The paper's setting, for GPUs: ImageNet-initialised resnet50 at 224 px, a lower peak rate.
     "paper": Profile("paper", ModelConfig(backbone="resnet50", pretrained="imagenet"),
-                     DataConfig(input_size=224), TrainConfig(epochs=2, batch_size=16, lr=1e-4)),
+                     DataConfig(input_size=224),
+                     TrainConfig(rounds=10, shared_rounds=10, epochs=2, batch_size=16, lr=1e-4)),
 }
 
 
@@ -148,7 +176,11 @@ class SiteConfig:
     manifest: Path
     role: Literal["train", "evaluate"] = "train"
     holdout: HoldoutRule = field(default_factory=HoldoutRule)
+    # Stratified share of the training cases kept for federated validation (each round's
+    # aggregate validation loss/AUC, and the gate threshold); 0 switches it off at this site.
+    validation_fraction: float = 0.1
     device: str = "auto"
+    # Batch size of local inference (evaluation, heatmaps); training uses the run's profile.
     batch_size: int = 16
     num_workers: int = 0
     heatmaps: HeatmapSelection = field(default_factory=HeatmapSelection)
@@ -161,6 +193,10 @@ class SiteConfig:
     auth_public_key: Path | None = None
     # The coordinator's Ed25519 public key: models not signed by it are refused.
     coordinator_public_key: Path | None = None
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.validation_fraction < 0.5:
+            raise ValueError(f"validation_fraction must lie in [0, 0.5), got {self.validation_fraction}")
 
 
 def load_site_config(path: str | Path) -> SiteConfig:

@@ -63,13 +63,16 @@ class CaseDataset(Dataset):
             indices (and -1 for unlabeled cases).
         train: apply augmentation.
         seed: augmentation seed; with `set_epoch` the draws depend on (seed, epoch, index) only.
+        cache: decoded, cropped images by case id, shared between the datasets of one site and
+            preprocessing so each image is decoded once per run (SiteData passes its own).
     """
 
     def __init__(self, cases: list[Case], cfg: DataConfig, level: Level | None = None,
-                 train: bool = False, seed: int = 0) -> None:
+                 train: bool = False, seed: int = 0,
+                 cache: dict[str, tuple[Prepared, Prepared]] | None = None) -> None:
         self.cases = [c for c in cases if level is None or c.label in level.labels]
         self.cfg, self.level, self.train, self.seed, self.epoch = cfg, level, train, seed, 0
-        self._cache: dict[int, tuple[Prepared, Prepared]] = {}
+        self._cache = {} if cache is None else cache
 
     def __len__(self) -> int:
         return len(self.cases)
@@ -98,14 +101,14 @@ class CaseDataset(Dataset):
         return self.level.target(case.label) if self.level else CLASS_INDEX[case.label]
 
     def _prepared(self, index: int) -> tuple[Prepared, Prepared]:
-        if index not in self._cache:
-            case = self.cases[index]
+        case = self.cases[index]
+        if case.case_id not in self._cache:
             try:
-                self._cache[index] = (prepare(read_image(case.bus_path), case.roi, self.cfg),
-                                      prepare(read_image(case.cdfi_path), case.roi, self.cfg))
+                self._cache[case.case_id] = (prepare(read_image(case.bus_path), case.roi, self.cfg),
+                                             prepare(read_image(case.cdfi_path), case.roi, self.cfg))
             except (ImageError, cv2.error, ValueError) as err:
                 raise CaseError(f"case {case.case_id}: {err} (run `clafed validate` on the manifest)") from None
-        return self._cache[index]
+        return self._cache[case.case_id]
 
     def _augment(self, prepared: Prepared, rng: np.random.Generator, cdfi: bool) -> torch.Tensor:
         aug = self.cfg.augment

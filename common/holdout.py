@@ -22,6 +22,17 @@ def split_holdout(cases: list[Case], rule: HoldoutRule) -> tuple[list[Case], lis
     return _stratified_fraction(labelled, rule.fraction, rule.seed)
 
 
+def split_validation(train: list[Case], fraction: float, seed: int = 0) -> tuple[list[Case], list[Case]]:
+    """Set aside a stratified `fraction` of a site's training cases for federated validation.
+
+    The validation cases never train; they score each round's global model (aggregate figures
+    only) and choose the gate threshold, so the held-out cohort stays untouched until the end.
+    """
+    if fraction <= 0.0 or not train:
+        return train, []
+    return _stratified_fraction(train, fraction, seed)
+
+
 def _stratified_fraction(cases: list[Case], fraction: float, seed: int) -> tuple[list[Case], list[Case]]:
     """Hold out `fraction` of each class (at least one case where a class has two or more)."""
     rng = np.random.default_rng(seed)

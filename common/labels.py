@@ -48,6 +48,21 @@ LEVELS: tuple[Level, ...] = (
 )
 LEVEL_BY_KEY: dict[str, Level] = {level.key: level for level in LEVELS}
 
+# The shared first phase of a run: one network with 4-class heads over every labelled case, whose
+# extractors then initialise the three sub-models (each sees only part of the cases on its own).
+SHARED = "shared"
+# Training phases in the order a run federates them.
+PHASES: tuple[str, ...] = (SHARED,) + tuple(LEVEL_BY_KEY)
+
+
+def phase_level(phase: str) -> Level | None:
+    """The level a phase trains (None: the shared phase, all four classes); unknown phases are refused."""
+    if phase == SHARED:
+        return None
+    if phase not in LEVEL_BY_KEY:
+        raise ValueError(f"unknown training phase {phase!r}: expected {SHARED} or one of {', '.join(LEVEL_BY_KEY)}")
+    return LEVEL_BY_KEY[phase]
+
 
 def check_label(label: str) -> str:
     """Return `label` normalised to lower case, or raise naming the allowed values."""

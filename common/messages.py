@@ -18,6 +18,8 @@ from common.typed_config import from_dict, to_dict
 # Message types (Flower: "train" and "evaluate" are built in; custom ones are "query.<name>").
 SITE_INFO = "query.site_info"
 TRAIN = "train"
+# Each round's global network scored on the sites' validation cases (Flower's evaluate round).
+VALIDATE = "evaluate.validate"
 FINAL_EVAL = "evaluate"
 
 # Record keys inside a message's RecordDict (FedAvg's defaults for the first two).

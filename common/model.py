@@ -59,18 +59,23 @@ class SubModelOutput(NamedTuple):
 
 
 class SubModel(nn.Module):
-    """One binary sub-model: BUS and CDFI branches, two attention blocks, late fusion."""
+    """One binary sub-model: BUS and CDFI branches, two attention blocks, late fusion.
 
-    def __init__(self, cfg: ModelConfig) -> None:
+    `n_classes=4` builds the same network with 4-class heads: the shared first phase that learns
+    both extractors from every case before they initialise the three binary sub-models.
+    """
+
+    def __init__(self, cfg: ModelConfig, n_classes: int = 2) -> None:
         super().__init__()
+        self.n_classes = n_classes
         self.cdfi_attention = ChannelAttention()
         self.bus = build_extractor(cfg.backbone, cfg.pretrained)
         self.cdfi = build_extractor(cfg.backbone, cfg.pretrained)
         dim = self.bus.out_channels
         self.fusion_attention = ModalityFusionAttention(dim)
-        self.head = _mlp(2 * dim, cfg.fusion_hidden, cfg.dropout)
-        self.bus_head = _mlp(dim, (cfg.aux_hidden,), cfg.dropout)
-        self.cdfi_head = _mlp(dim, (cfg.aux_hidden,), cfg.dropout)
+        self.head = _mlp(2 * dim, cfg.fusion_hidden, cfg.dropout, n_classes)
+        self.bus_head = _mlp(dim, (cfg.aux_hidden,), cfg.dropout, n_classes)
+        self.cdfi_head = _mlp(dim, (cfg.aux_hidden,), cfg.dropout, n_classes)
 
     def forward_all(self, bus: torch.Tensor, cdfi: torch.Tensor) -> SubModelOutput:
         """Fused and auxiliary logits; training uses all three (deep supervision)."""
@@ -83,6 +88,18 @@ class SubModel(nn.Module):
     def forward(self, bus: torch.Tensor, cdfi: torch.Tensor) -> torch.Tensor:
         """Fused logits (B, 2); index 1 is the level's positive class."""
         return self.forward_all(bus, cdfi).logits
+
+    def initialise_from(self, shared: "SubModel") -> int:
+        """Copy every weight of `shared` whose name and shape match (all but the output layers).
+
+        Returns how many tensors were copied. The output layers keep their fresh initialisation
+        because the shared phase predicts 4 classes and a sub-model 2.
+        """
+        own = self.state_dict()
+        copied = {k: v.detach().clone() for k, v in shared.state_dict().items()
+                  if k in own and own[k].shape == v.shape}
+        self.load_state_dict(copied, strict=False)
+        return len(copied)
 
 
 class HierarchicalOutput(NamedTuple):

@@ -6,19 +6,26 @@ from pathlib import Path
 
 from common.config import ConfigError, DataConfig, SiteConfig, load_site_config
 from common.dataset import CaseDataset
-from common.holdout import split_holdout
-from common.labels import LEVELS, Level
+from common.holdout import split_holdout, split_validation
+from common.labels import LEVELS, SHARED, Level
 from common.manifest import Case, load_cases
 
 
 @dataclass
 class SiteData:
-    """One site's cases. Datasets are memoised so decoded images are reused across rounds."""
+    """One site's cases. Datasets are memoised so decoded images are reused across rounds.
+
+    Labelled cases fall in three disjoint parts: training, validation (a stratified share of the
+    pre-hold-out cases that scores each round's global model) and the held-out cohort.
+    """
 
     config: SiteConfig
     train_cases: list[Case]
     heldout_cases: list[Case]
+    validation_cases: list[Case] = field(default_factory=list)
     _datasets: dict = field(default_factory=dict, repr=False)
+    # Decoded and cropped images per preprocessing config, shared by all of this site's datasets.
+    _images: dict = field(default_factory=dict, repr=False)
 
     @classmethod
     def load(cls, config: SiteConfig) -> "SiteData":
@@ -26,23 +33,35 @@ class SiteData:
         train, held = split_holdout(load_cases(config.manifest), config.holdout)
         if config.role == "evaluate":  # evaluate-only sites never train: everything is held out
             train, held = [], train + held
-        return cls(config, train, held)
+        train, validation = split_validation(train, config.validation_fraction, config.holdout.seed)
+        return cls(config, train, held, validation)
 
-    def train_dataset(self, level: Level, cfg: DataConfig, seed: int = 0) -> CaseDataset:
-        """Augmented training cases of one sub-model's classes."""
-        dataset = self._memo(("train", level.key, cfg),
-                             lambda: CaseDataset(self.train_cases, cfg, level=level, train=True, seed=seed))
+    def train_dataset(self, level: Level | None, cfg: DataConfig, seed: int = 0) -> CaseDataset:
+        """Augmented training cases of one sub-model's classes (None: every class, 4-class targets)."""
+        labelled = [c for c in self.train_cases if c.label is not None]
+        dataset = self._memo(("train", level.key if level else SHARED, cfg),
+                             lambda: CaseDataset(labelled, cfg, level=level, train=True, seed=seed,
+                                                 cache=self._image_cache(cfg)))
         dataset.seed = seed  # new augmentation draws per round; the decoded images stay cached
         return dataset
+
+    def validation_dataset(self, level: Level | None, cfg: DataConfig) -> CaseDataset:
+        """Validation cases of one sub-model's classes (None: every class), without augmentation."""
+        return self._memo(("validation", level.key if level else SHARED, cfg),
+                          lambda: CaseDataset(self.validation_cases, cfg, level=level, cache=self._image_cache(cfg)))
 
     def heldout_dataset(self, cfg: DataConfig, level: Level | None = None) -> CaseDataset:
         """Held-out cases without augmentation (4-class targets unless a level is given)."""
         key = ("heldout", level.key if level else None, cfg)
-        return self._memo(key, lambda: CaseDataset(self.heldout_cases, cfg, level=level))
+        return self._memo(key, lambda: CaseDataset(self.heldout_cases, cfg, level=level,
+                                                   cache=self._image_cache(cfg)))
 
     def counts(self) -> dict[str, int]:
         """Aggregate case counts (the only description of its data a site shares)."""
         out = {f"train.{lv.key}": sum(c.label in lv.labels for c in self.train_cases) for lv in LEVELS}
+        out[f"train.{SHARED}"] = sum(c.label is not None for c in self.train_cases)
+        out.update({f"validation.{lv.key}": sum(c.label in lv.labels for c in self.validation_cases) for lv in LEVELS})
+        out[f"validation.{SHARED}"] = len(self.validation_cases)
         out["train.total"] = len(self.train_cases)
         out["heldout.total"] = len(self.heldout_cases)
         return out
@@ -59,6 +78,9 @@ class SiteData:
         else:
             what = "no held-out cases"
         return f"{what}, n={len(self.heldout_cases)}"
+
+    def _image_cache(self, cfg: DataConfig) -> dict:
+        return self._images.setdefault(cfg, {})
 
     def _memo(self, key, build):
         if key not in self._datasets:

@@ -1,22 +1,25 @@
 """The coordinator's run: find the sites, federate each sub-model in turn, then evaluate everywhere.
 
-Sub-models are federated one after another (one phase per level), as the paper trained them
-independently: each phase is one Flower strategy run over that sub-model's weights only, weighted
-by that sub-model's local case counts, among the sites that have such cases.
+A run federates phases one after another. First, when the profile asks for it, a shared phase
+trains one network with 4-class heads on every labelled case: each extractor then learns from all
+cases instead of the third a sub-model sees, and its weights initialise the three sub-models.
+Then the sub-models are federated in turn, as the paper trained them independently: each phase
+is one Flower strategy run over that network's weights only, weighted by that phase's local case
+counts, among the sites that have such cases.
 """
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from flwr.app import Message, RecordDict
 from flwr.serverapp import Grid
 
 from common import messages as msg
 from common.config import Profile
-from common.labels import LEVELS, Level
-from common.model import CLAHDM
+from common.labels import LEVELS, SHARED
+from common.model import CLAHDM, SubModel
 from common.training import seed_everything
 from server.recorder import RunRecorder
 from server.settings import Settings
@@ -39,8 +42,8 @@ class SiteInfo:
     cohort: str
     counts: dict[str, int] = field(default_factory=dict)
 
-    def trains(self, level: Level) -> bool:
-        return self.role == "train" and self.counts.get(f"train.{level.key}", 0) > 0
+    def trains(self, phase: str) -> bool:
+        return self.role == "train" and self.counts.get(f"train.{phase}", 0) > 0
 
 
 def wait_for_sites(grid: Grid, settings: Settings) -> list[int]:
@@ -83,48 +86,77 @@ def discover_sites(grid: Grid, settings: Settings) -> list[SiteInfo]:
     return sorted(sites, key=lambda s: s.name)
 
 
-def train_level(grid: Grid, settings: Settings, profile: Profile, model: CLAHDM, level: Level,
+def phase_rounds(profile: Profile, phase: str) -> int:
+    return profile.train.shared_rounds if phase == SHARED else profile.train.rounds
+
+
+def train_phase(grid: Grid, settings: Settings, profile: Profile, phase: str, network: SubModel, model: CLAHDM,
                 sites: list[SiteInfo], recorder: RunRecorder) -> None:
-    """Federate one sub-model for the rounds it still lacks; the model is updated in place."""
-    done = recorder.completed(level)
-    if done >= settings.rounds:
-        log.info("%s: all %d rounds already done", level.key, settings.rounds)
+    """Federate one phase's network for the rounds it still lacks; `network` is updated in place.
+
+    `network` is one of `model`'s sub-models, or the shared network of the first phase.
+    """
+    rounds = phase_rounds(profile, phase)
+    done = recorder.completed(phase)
+    if done >= rounds:
+        log.info("%s: all %d rounds already done", phase, rounds)
         return
-    trainers = [s for s in sites if s.trains(level)]
+    trainers = [s for s in sites if s.trains(phase)]
     if not trainers:
-        raise FederationError(f"no training site has {level.key} cases ({'/'.join(level.labels)}): "
-                              "it cannot be trained; check the sites' roles and hold-out rules")
+        raise FederationError(f"no training site has cases for {phase}: it cannot be trained; "
+                              "check the sites' roles and hold-out rules")
     needed = min(settings.min_train_sites, len(trainers))
     trainers_ids = [s.node_id for s in trainers]
     names = {s.node_id: s.name for s in sites}
-    submodel = model.submodels[level.key]
 
     def on_round(report: RoundReport) -> None:
         useful = {n: m for n, m in report.replies.items() if int(m[msg.NUM_EXAMPLES]) > 0}
         for node, reason in report.failures.items():
-            log.error("%s round %d: site %s failed: %s", level.key, done + report.server_round, names.get(node, node),
+            log.error("%s round %d: site %s failed: %s", phase, done + report.server_round, names.get(node, node),
                       reason)
         missing = [names.get(n, str(n)) for n in trainers_ids if n not in report.replies and n not in report.failures]
         if missing:
-            log.error("%s round %d: no reply from %s within %.0f s", level.key, done + report.server_round,
+            log.error("%s round %d: no reply from %s within %.0f s", phase, done + report.server_round,
                       ", ".join(missing), settings.round_timeout)
         if len(useful) < needed or report.arrays is None:
             raise FederationError(
-                f"{level.key} round {done + report.server_round}: {len(useful)} site(s) contributed, {needed} required "
+                f"{phase} round {done + report.server_round}: {len(useful)} site(s) contributed, {needed} required "
                 f"(failed: {', '.join(names.get(n, str(n)) for n in report.failures) or 'none'}; "
                 f"silent: {', '.join(missing) or 'none'}). Rounds up to {done + report.server_round - 1} are saved: "
                 "restart the missing sites and run again with resume=true")
-        submodel.load_state_dict(msg.arrays_to_state(report.arrays, submodel.state_dict()))
-        recorder.round_completed(level, done + report.server_round, model, report, names)
+        network.load_state_dict(msg.arrays_to_state(report.arrays, network.state_dict()))
+        recorder.round_completed(phase, done + report.server_round, model, report, names,
+                                 shared=network if phase == SHARED else None)
 
-    strategy = make_strategy(settings, trainers_ids, on_round)
+    def on_validation(server_round: int, figures: dict[int, dict], failures: dict[int, str]) -> None:
+        for node, reason in failures.items():
+            log.error("%s round %d: validation failed at %s: %s", phase, done + server_round, names.get(node, node), reason)
+        recorder.validation_completed(phase, done + server_round, network.n_classes,
+                                      {names.get(n, str(n)): f for n, f in figures.items()})
+
+    validators = [s.node_id for s in sites if s.role == "train" and s.counts.get(f"validation.{phase}", 0) > 0]
+    strategy = make_strategy(settings, trainers_ids, on_round, validators, on_validation)
     config = msg.config_record({
-        "level": level.key, "profile": msg.profile_to_json(profile), "local-epochs": settings.local_epochs,
-        "round-offset": done, "seed": settings.seed, "run": recorder.name})
-    log.info("%s: federating rounds %d..%d over %s", level.key, done + 1, settings.rounds,
-             ", ".join(f"{s.name} ({s.counts[f'train.{level.key}']} cases)" for s in trainers))
-    strategy.start(grid, initial_arrays=msg.state_to_arrays(submodel.state_dict()),
-                   num_rounds=settings.rounds - done, timeout=settings.round_timeout, train_config=config)
+        "level": phase, "profile": msg.profile_to_json(profile), "rounds": rounds,
+        "round-offset": done, "seed": settings.seed})
+    log.info("%s: federating rounds %d..%d over %s", phase, done + 1, rounds,
+             ", ".join(f"{s.name} ({s.counts[f'train.{phase}']} cases)" for s in trainers))
+    strategy.start(grid, initial_arrays=msg.state_to_arrays(network.state_dict()),
+                   num_rounds=rounds - done, timeout=settings.round_timeout, train_config=config,
+                   evaluate_config=config)
+
+
+def train_all(grid: Grid, settings: Settings, profile: Profile, model: CLAHDM, sites: list[SiteInfo],
+              recorder: RunRecorder) -> None:
+    """Every phase in order: the shared network (when configured), then each sub-model."""
+    if profile.train.shared_rounds > 0:
+        shared = recorder.shared_network(profile)
+        train_phase(grid, settings, profile, SHARED, shared, model, sites, recorder)
+        for level in LEVELS:
+            if recorder.completed(level.key) == 0:  # never overwrite a sub-model that has trained
+                model.submodels[level.key].initialise_from(shared)
+    for level in LEVELS:
+        train_phase(grid, settings, profile, level.key, model.submodels[level.key], model, sites, recorder)
 
 
 def final_evaluation(grid: Grid, settings: Settings, profile: Profile, model: CLAHDM,
@@ -152,6 +184,13 @@ def final_evaluation(grid: Grid, settings: Settings, profile: Profile, model: CL
     return results
 
 
+def with_gate(profile: Profile, model: CLAHDM, recorder: RunRecorder) -> Profile:
+    """Set the gate threshold chosen on validation data in the model and in the profile that
+    travels (signed) with it, so every site gates exactly as the coordinator's model.pt does."""
+    model.threshold = recorder.gate_threshold(default=profile.model.threshold)
+    return replace(profile, model=replace(profile.model, threshold=model.threshold))
+
+
 def run_federation(grid: Grid, settings: Settings) -> RunRecorder:
     """The whole run; returns the recorder whose folder holds every record of it."""
     profile = settings.build_profile()
@@ -160,9 +199,8 @@ def run_federation(grid: Grid, settings: Settings) -> RunRecorder:
     recorder.started(sites, profile)
     seed_everything(settings.seed)
     model = recorder.initial_model(profile)
-    for level in LEVELS:
-        train_level(grid, settings, profile, model, level, sites, recorder)
-    final_evaluation(grid, settings, profile, model, sites, recorder)
+    train_all(grid, settings, profile, model, sites, recorder)
+    final_evaluation(grid, settings, with_gate(profile, model, recorder), model, sites, recorder)
     recorder.finished()
     return recorder
 

@@ -12,13 +12,15 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import torch
 from flwr.app import ArrayRecord, ConfigRecord
 
+from common import federated_validation as fv
 from common import messages as msg
-from common.checkpoint import load_checkpoint, save_checkpoint
+from common.checkpoint import atomic_torch_save, load_checkpoint, save_checkpoint
 from common.config import ConfigError, Profile
-from common.labels import LEVELS, Level
-from common.model import CLAHDM
+from common.labels import LEVELS, PHASES
+from common.model import CLAHDM, SubModel
 from common.signing import sign_checkpoint, sign_digest, weights_digest
 from common.typed_config import to_dict
 from server import run_dir as rd
@@ -60,10 +62,11 @@ class RunRecorder:
         if state is not None:
             raise ConfigError(f"{path} already holds a run: resume it (resume=true / --resume) or choose another run dir")
         path.mkdir(parents=True, exist_ok=True)
-        return cls(path, settings, {"completed": {lv.key: 0 for lv in LEVELS}})
+        return cls(path, settings, {"completed": {phase: 0 for phase in PHASES}})
 
-    def completed(self, level: Level) -> int:
-        return int(self.state["completed"].get(level.key, 0))
+    def completed(self, phase: str) -> int:
+        """Rounds of a phase (`shared` or a sub-model's key) committed so far."""
+        return int(self.state["completed"].get(phase, 0))
 
     def started(self, sites: list["SiteInfo"], profile: Profile) -> None:
         previous = rd.read_json(self.path / rd.RUN_FILE, {})
@@ -74,7 +77,8 @@ class RunRecorder:
         info = dict(previous)
         info.update({
             "settings": json.loads(settings_json(self.settings)), "profile": profile.name, "profile_config": profile_config,
-            "rounds": self.settings.rounds, "local_epochs": self.settings.local_epochs,
+            "rounds": profile.train.rounds, "shared_rounds": profile.train.shared_rounds,
+            "local_epochs": profile.train.epochs,
             "strategy": self.settings.strategy, "mode": info.get("mode", "federated"),
             "protocol": info.get("protocol", "federated"),
             "sites": [{"name": s.name, "role": s.role, "cohort": s.cohort, "counts": s.counts} for s in sites],
@@ -90,11 +94,22 @@ class RunRecorder:
             return load_checkpoint(checkpoint).model
         return CLAHDM(profile.model)
 
-    def round_completed(self, level: Level, server_round: int, model: CLAHDM, report: "RoundReport",
-                        names: dict[int, str]) -> None:
-        """Persist a completed round (the model already holds the round's aggregate)."""
+    def shared_network(self, profile: Profile) -> SubModel:
+        """The shared phase's 4-class network: its checkpoint when resuming, else a fresh one."""
+        network = SubModel(profile.model, n_classes=4)
+        checkpoint = self.path / rd.SHARED_CHECKPOINT_FILE
+        if self.settings.resume and checkpoint.is_file():
+            network.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True))
+        return network
+
+    def round_completed(self, phase: str, server_round: int, model: CLAHDM, report: "RoundReport",
+                        names: dict[int, str], shared: SubModel | None = None) -> None:
+        """Persist a completed round (the model, or `shared` in the shared phase, holds its aggregate)."""
+        if shared is not None:
+            atomic_torch_save({k: v.detach().cpu() for k, v in shared.state_dict().items()},
+                              self.path / rd.SHARED_CHECKPOINT_FILE)
         save_checkpoint(self.path / rd.CHECKPOINT_FILE, model, self.settings.build_profile().data,
-                        {"run": self.name, "level": level.key, "round": server_round})
+                        {"run": self.name, "level": phase, "round": server_round})
         sites = {names.get(n, str(n)): m for n, m in report.replies.items()}
         examples = {name: int(m[msg.NUM_EXAMPLES]) for name, m in sites.items()}
         total = sum(examples.values()) or 1
@@ -102,7 +117,7 @@ class RunRecorder:
         compute = max((float(m.get("train_seconds", 0.0)) for m in sites.values()), default=0.0)
         round_seconds = report.finished - report.started
         record = {
-            "level": level.key, "round": server_round, "time": now(),
+            "level": phase, "round": server_round, "time": now(),
             "num_examples": sum(examples.values()),
             "loss": sum(float(m.get("loss", 0.0)) * examples[n] for n, m in sites.items()) / total,
             "accuracy": sum(float(m.get("accuracy", 0.0)) * examples[n] for n, m in sites.items()) / total,
@@ -117,16 +132,51 @@ class RunRecorder:
         rd.append_jsonl(self.path / rd.METRICS_FILE, record)
         digest = weights_digest(msg.arrays_numpy(report.arrays), {})
         rd.append_jsonl(self.path / rd.LEDGER_FILE, {
-            "level": level.key, "round": server_round, "sha256": digest, "sites": examples, "time": record["time"]})
-        self.state["completed"][level.key] = server_round
+            "level": phase, "round": server_round, "sha256": digest, "sites": examples, "time": record["time"]})
+        self.state["completed"][phase] = server_round
         rd.write_json(self.path / rd.STATE_FILE, self.state)
         log.info("%s round %d: loss %.4f, accuracy %.3f over %d cases from %s (%.1f s, %.1f s of it local compute)",
-                 level.key, server_round, record["loss"], record["accuracy"], record["num_examples"],
+                 phase, server_round, record["loss"], record["accuracy"], record["num_examples"],
                  ", ".join(sorted(examples)), round_seconds, compute)
+
+    def validation_completed(self, phase: str, server_round: int, n_classes: int, figures: dict[str, dict]) -> None:
+        """Record a round's pooled validation (aggregate figures only) and keep the gate's scores.
+
+        A reply that does not add up (see `fv.reply_problem`) is logged and left out of the pool.
+        """
+        usable = {}
+        for name, reply in figures.items():
+            problem = fv.reply_problem(reply, n_classes)
+            if problem:
+                log.error("%s round %d: validation reply of %s left out: %s", phase, server_round, name, problem)
+            else:
+                usable[name] = reply
+        figures = usable
+        total = fv.pooled(list(figures.values()))
+        record = {"level": phase, "round": server_round, "time": now(), **fv.summary(total, n_classes),
+                  "sites": {name: int(f.get(fv.COUNT_KEY, 0)) for name, f in figures.items()}}
+        rd.append_jsonl(self.path / rd.VALIDATION_FILE, record)
+        if phase == LEVELS[0].key and total.get(fv.COUNT_KEY, 0) > 0:
+            self.state["gate_threshold"] = fv.gate_threshold(total)
+            rd.write_json(self.path / rd.STATE_FILE, self.state)
+        log.info("%s round %d validation: %s", phase, server_round,
+                 ", ".join(f"{k} {v:.3f}" for k, v in record.items() if k in ("loss", "accuracy", "auc")) or "no cases")
+
+    def gate_threshold(self, default: float) -> float:
+        """The threshold chosen on validation data (Youden), or `default` when none was recorded."""
+        value = self.state.get("gate_threshold")
+        if value is None:
+            log.warning("no validation scores for sub-model 1: the gate keeps its threshold %.2f", default)
+            value = default
+        else:
+            log.info("gate threshold %.3f (Youden's J on the pooled validation scores of sub-model 1)", value)
+        info = rd.read_json(self.path / rd.RUN_FILE, {})
+        rd.write_json(self.path / rd.RUN_FILE, dict(info, gate_threshold=float(value)))
+        return float(value)
 
     def final_model(self, model: CLAHDM, profile: Profile, arrays: ArrayRecord, settings: Settings) -> ConfigRecord:
         """Save (and sign, when a key is configured) the assembled CLA-HDM; return the message config."""
-        save_checkpoint(self.path / rd.MODEL_FILE, model, profile.data, {"run": self.name, "rounds": settings.rounds})
+        save_checkpoint(self.path / rd.MODEL_FILE, model, profile.data, {"run": self.name, "rounds": profile.train.rounds})
         profile_json = msg.profile_to_json(profile)
         digest = weights_digest(msg.arrays_numpy(arrays), msg.signed_config(profile_json))
         signature = None
@@ -160,7 +210,7 @@ class RunRecorder:
 
     def _drop_uncommitted(self) -> None:
         """Remove log lines of rounds that state.json does not list (the server died mid-write)."""
-        for name in (rd.METRICS_FILE, rd.LEDGER_FILE):
+        for name in (rd.METRICS_FILE, rd.LEDGER_FILE, rd.VALIDATION_FILE):
             records = rd.read_jsonl(self.path / name)
             kept = [r for r in records if r["round"] <= self.state["completed"].get(r["level"], 0)]
             if len(kept) != len(records):

@@ -203,7 +203,8 @@ def run_summary(run: RunRecords, modes: Iterable[str] = ()) -> list[Block]:
     info = run.info
     facts = [("mode", ", ".join(modes) if modes else run.mode), ("protocol", info.get("protocol", "n/a")),
              ("profile", info.get("profile", "n/a")), ("strategy", info.get("strategy", "n/a")),
-             ("rounds", info.get("rounds", "n/a")), ("local epochs", info.get("local_epochs", "n/a")),
+             ("shared rounds", info.get("shared_rounds", 0)),
+             ("rounds per sub-model", info.get("rounds", "n/a")), ("local epochs", info.get("local_epochs", "n/a")),
              ("started", info.get("started", "n/a")), ("finished", info.get("finished") or "not finished")]
     blocks = [heading("Run"), table_block(["setting", "value"], [[k, fmt(v)] for k, v in facts])]
     sites = info.get("sites", [])
@@ -452,6 +453,8 @@ def _extra_file(run_dir: Path, primary: RunRecords, name: str) -> Path | None:
 
 def build_blocks(run_dir: Path) -> list[Block]:
     """Every section of the report for RUN_DIR (a single run or a comparison of modes)."""
+    from server.report_learning import learning_blocks  # it builds on this module's primitives
+
     run_dir = Path(run_dir)
     primary, compared = primary_run(run_dir)
     title = f"clafed report: {run_dir.resolve().name}"
@@ -461,6 +464,7 @@ def build_blocks(run_dir: Path) -> list[Block]:
                                  f"**{primary.mode}** run unless labelled otherwise."))
     blocks += run_summary(primary, compared)
     blocks += table1(primary) + failures_block(primary)
+    blocks += learning_blocks(run_dir, primary, compared)
     blocks += site_details(primary)
     if compared:
         blocks += comparison(compared)

@@ -5,11 +5,15 @@
       state.json           rounds completed per sub-model (what --resume continues from)
       metrics.jsonl        one line per completed round (aggregated and per-site training figures,
                            timings, bytes moved)
+      validation.jsonl     one line per round: pooled validation loss, accuracy and AUC of the round's
+                           global network (from the sites' aggregate score histograms)
       ledger.jsonl         one line per round: SHA-256 of the global weights, contributing sites
                            and their example counts (audit trail)
       checkpoints/latest.pt  the CLA-HDM after the last completed round (written atomically)
+      checkpoints/shared.pt  the shared phase's 4-class network after its last completed round
       model.pt, model.sig  the final assembled CLA-HDM and the coordinator's signature of it (common.signing)
       evaluation/SITE.json what each site returned from its final evaluation (aggregate figures)
+      references.json      (simulation) histogram floor and drawn-feature ceiling on the same split
       report.md, report.html
 
 A comparison (`clafed simulate --mode federated,pooled,local`) holds one such run per mode in
@@ -26,7 +30,10 @@ RUN_FILE = "run.json"
 STATE_FILE = "state.json"
 METRICS_FILE = "metrics.jsonl"
 LEDGER_FILE = "ledger.jsonl"
+VALIDATION_FILE = "validation.jsonl"
+REFERENCES_FILE = "references.json"
 CHECKPOINT_FILE = "checkpoints/latest.pt"
+SHARED_CHECKPOINT_FILE = "checkpoints/shared.pt"
 MODEL_FILE = "model.pt"
 SIGNATURE_FILE = "model.sig"
 EVALUATION_DIR = "evaluation"

@@ -24,9 +24,11 @@ class Settings:
     """Everything that steers a federated run; every field can be set as a run-config key."""
 
     profile: str = "cpu"
-    # Federated rounds per sub-model, and local epochs per round at each site.
-    rounds: int = 4
-    local_epochs: int = 1
+    # Overrides of the profile's schedule (0, or -1 for shared_rounds, keeps the profile's):
+    # federated rounds per sub-model, rounds of the shared 4-class phase, local epochs per round.
+    rounds: int = 0
+    shared_rounds: int = -1
+    local_epochs: int = 0
     # Overrides of the profile's learning rate and batch size (0 = keep the profile's).
     lr: float = 0.0
     batch_size: int = 0
@@ -52,8 +54,9 @@ class Settings:
     pretrained: str = ""
 
     def __post_init__(self) -> None:
-        if self.rounds < 1 or self.local_epochs < 1:
-            raise ConfigError(f"rounds and local_epochs must be >= 1 (got {self.rounds}, {self.local_epochs})")
+        if self.rounds < 0 or self.local_epochs < 0 or self.shared_rounds < -1:
+            raise ConfigError(f"rounds and local_epochs must be >= 1 (0: the profile's), shared_rounds >= 0 "
+                              f"(-1: the profile's); got {self.rounds}, {self.local_epochs}, {self.shared_rounds}")
         if self.min_train_sites < 1 or self.min_sites < 1:
             raise ConfigError("min_sites and min_train_sites must be >= 1")
         get_profile(self.profile)  # unknown profile names fail here, before any site is contacted
@@ -61,6 +64,12 @@ class Settings:
     def build_profile(self) -> Profile:
         """The profile with this run's overrides applied."""
         train, model = {}, {}
+        if self.rounds > 0:
+            train["rounds"] = self.rounds
+        if self.shared_rounds >= 0:
+            train["shared_rounds"] = self.shared_rounds
+        if self.local_epochs > 0:
+            train["epochs"] = self.local_epochs
         if self.lr > 0:
             train["lr"] = self.lr
         if self.batch_size > 0:

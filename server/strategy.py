@@ -9,11 +9,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAdam, FedAvg, FedProx
 
-from common.messages import ARRAYS, CONFIG, METRICS, NUM_EXAMPLES, TRAIN
+from common.messages import ARRAYS, CONFIG, METRICS, NUM_EXAMPLES, TRAIN, VALIDATE
 from server.settings import Settings
 
 
@@ -51,6 +51,10 @@ class TargetedRounds:
 
     targets: list[int]
     on_round: Callable[[RoundReport], None]
+    # Sites holding validation cases of this phase, and who receives their replies (round,
+    # node id -> aggregate figures, node id -> failure).
+    validators: list[int]
+    on_validation: Callable[[int, dict[int, dict], dict[int, str]], None] | None = None
     _started: float
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
@@ -78,6 +82,27 @@ class TargetedRounds:
         self.on_round(report)
         return arrays, metrics
 
+    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                           grid: Grid) -> Iterable[Message]:
+        """Send the round's global network to the sites that hold validation cases of this phase."""
+        if self.on_validation is None:
+            return []
+        online = set(grid.get_node_ids())
+        config = ConfigRecord(dict(config, **{"server-round": server_round}))
+        content = RecordDict({ARRAYS: arrays, CONFIG: config})
+        return [Message(content=content, dst_node_id=node, message_type=VALIDATE)
+                for node in self.validators if node in online]
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        """Hand the sites' validation figures (aggregate counts) to the server's recorder."""
+        if self.on_validation is None:
+            return None
+        replies = list(replies)
+        figures = {r.metadata.src_node_id: dict(r.content[METRICS]) for r in replies if not r.has_error()}
+        failures = {r.metadata.src_node_id: short_reason(r.error.reason) for r in replies if r.has_error()}
+        self.on_validation(server_round, figures, failures)
+        return None
+
 
 class TargetedFedAvg(TargetedRounds, FedAvg):
     pass
@@ -91,11 +116,14 @@ class TargetedFedAdam(TargetedRounds, FedAdam):
     pass
 
 
-def make_strategy(settings: Settings, targets: list[int], on_round: Callable[[RoundReport], None]) -> FedAvg:
-    """The configured Flower strategy, restricted to `targets` (node ids)."""
+def make_strategy(settings: Settings, targets: list[int], on_round: Callable[[RoundReport], None],
+                  validators: list[int] = (),
+                  on_validation: Callable[[int, dict[int, dict], dict[int, str]], None] | None = None) -> FedAvg:
+    """The configured Flower strategy, restricted to `targets` (node ids) and, for the evaluate
+    round, to `validators`."""
     # fraction_train ~ 0 and min_train_nodes=1: Flower's sampler then only waits for one
-    # connected node; which nodes train is decided by TargetedRounds.
-    common = dict(fraction_train=1e-9, fraction_evaluate=0.0, min_train_nodes=1, min_evaluate_nodes=0,
+    # connected node; which nodes train and validate is decided by TargetedRounds.
+    common = dict(fraction_train=1e-9, fraction_evaluate=1e-9, min_train_nodes=1, min_evaluate_nodes=0,
                   min_available_nodes=1, weighted_by_key=NUM_EXAMPLES, arrayrecord_key=ARRAYS,
                   configrecord_key=CONFIG)
     if settings.strategy == "fedavg":
@@ -106,5 +134,7 @@ def make_strategy(settings: Settings, targets: list[int], on_round: Callable[[Ro
         strategy = TargetedFedAdam(eta=settings.server_lr, **common)
     strategy.targets = list(targets)
     strategy.on_round = on_round
+    strategy.validators = list(validators)
+    strategy.on_validation = on_validation if validators else None
     return strategy
 

@@ -1,7 +1,8 @@
 """The centralized (pooled) and single-site (local) baselines, on the federated run's exact splits.
 
 Same sites, same hold-out rules, same training function, same number of epochs per sub-model
-(rounds x local epochs), same evaluation code: only where the training cases come from differs.
+(shared rounds, then rounds x local epochs per sub-model, on the same learning-rate schedule),
+same evaluation code: only where the training cases come from differs.
 """
 from __future__ import annotations
 
@@ -9,11 +10,12 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
+from client.local_training import validation_figures
 from common import messages as msg
 from common.checkpoint import save_checkpoint
 from common.dataset import CaseDataset
-from common.labels import LEVELS
-from common.model import CLAHDM
+from common.labels import LEVELS, SHARED, phase_level
+from common.model import CLAHDM, SubModel
 from common.site import SiteData
 from common.training import resolve_device, seed_everything, train_submodel
 from server import run_dir as rd
@@ -34,31 +36,47 @@ def site_infos(sites: list[SiteData]) -> list[SiteInfo]:
 
 
 def train_centrally(settings: Settings, name: str, trainers: list[SiteData], folder: Path) -> CLAHDM:
-    """Train the three sub-models on the union of `trainers`' training cases, logged like rounds."""
+    """Train every phase on the union of `trainers`' training cases, logged like federated rounds."""
     profile = settings.build_profile()
     recorder = RunRecorder.open(replace(settings, run_dir=str(folder), resume=False))
     recorder.started(site_infos(trainers), profile)
     seed_everything(settings.seed)
     model = CLAHDM(profile.model)
     device = resolve_device(trainers[0].config.device)
-    cases = [c for site in trainers for c in site.train_cases]
-    for level in LEVELS:
-        dataset = CaseDataset(cases, profile.data, level=level, train=True, seed=settings.seed)
-        submodel = model.submodels[level.key]
-        for server_round in range(1, settings.rounds + 1):
+    cases = [c for site in trainers for c in site.train_cases if c.label is not None]
+    images: dict = {}  # decoded once for all phases, as a site does
+
+    def train_phase(phase: str, network, rounds: int) -> None:
+        dataset = CaseDataset(cases, profile.data, level=phase_level(phase), train=True, seed=settings.seed,
+                              cache=images)
+        for server_round in range(1, rounds + 1):
             seed = settings.seed + 1000 * server_round
             dataset.seed = seed
             cfg = replace(profile.train, seed=seed, progress=False)
             started = time.time()
-            history = train_submodel(submodel, dataset, cfg, epochs=settings.local_epochs, device=device,
-                                     desc=f"{name} {level.key} round {server_round}")
+            history = train_submodel(network, dataset, cfg, epochs=profile.train.epochs, device=device,
+                                     desc=f"{name} {phase} round {server_round}",
+                                     span=((server_round - 1) / rounds, server_round / rounds))
             finished = time.time()
             last = history[-1] if history else None
             figures = {msg.NUM_EXAMPLES: len(dataset), "loss": last.loss if last else 0.0,
-                       "accuracy": last.accuracy if last else 0.0, "train_seconds": finished - started}
-            arrays = msg.state_to_arrays(submodel.cpu().state_dict())
+                       "accuracy": last.accuracy if last else 0.0, "train_seconds": finished - started,
+                       "lr": last.lr if last else 0.0}
+            arrays = msg.state_to_arrays(network.cpu().state_dict())
             report = RoundReport(server_round, arrays, None, replies={0: figures}, started=started, finished=finished)
-            recorder.round_completed(level, server_round, model, report, {0: name})
+            recorder.round_completed(phase, server_round, model, report, {0: name},
+                                     shared=network if phase == SHARED else None)
+            recorder.validation_completed(phase, server_round, network.n_classes, {
+                site.config.name: validation_figures(site, phase, profile, network) for site in trainers})
+
+    if profile.train.shared_rounds > 0:
+        shared = SubModel(profile.model, n_classes=4)
+        train_phase(SHARED, shared, profile.train.shared_rounds)
+        for level in LEVELS:
+            model.submodels[level.key].initialise_from(shared)
+    for level in LEVELS:
+        train_phase(level.key, model.submodels[level.key], profile.train.rounds)
+    model.threshold = recorder.gate_threshold(default=profile.model.threshold)
     model.cpu()
     save_checkpoint(folder / rd.MODEL_FILE, model, profile.data, {"run": folder.name, "trained_on": name})
     recorder.finished()
@@ -98,6 +116,8 @@ def run_local(settings: Settings, site_yamls: list[Path], folder: Path) -> None:
     for site in (s for s in sites if s.config.role == "train"):
         model = train_centrally(settings, site.config.name, [site], folder / "models" / site.config.name)
         evaluate_at(model, settings, site, folder)
+    train = settings.build_profile().train
     rd.write_json(folder / rd.RUN_FILE, {
-        "mode": "local", "profile": settings.profile, "rounds": settings.rounds, "local_epochs": settings.local_epochs,
+        "mode": "local", "profile": settings.profile, "rounds": train.rounds, "shared_rounds": train.shared_rounds,
+        "local_epochs": train.epochs,
         "sites": [asdict(i) for i in site_infos(sites)]})

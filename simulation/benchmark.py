@@ -20,6 +20,8 @@ from pathlib import Path
 
 import torch
 
+from common.config import PROFILES
+
 
 def bare_loop(profile, batch_size: int, steps: int, device: torch.device) -> float:
     """Samples/s of forward + backward + Adam step on random tensors (no data pipeline)."""
@@ -88,7 +90,7 @@ def round_table(run_dir: Path) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m simulation.benchmark", description=__doc__.split("\n")[0])
-    parser.add_argument("--profile", default="cpu", choices=("tiny", "cpu", "paper"))
+    parser.add_argument("--profile", default="cpu", choices=tuple(PROFILES))
     parser.add_argument("--preset", default="small", choices=("small", "paper"))
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--steps", type=int, default=10, help="steps of the bare loop")
@@ -106,9 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     device = resolve_device("auto")
     if args.forward:
         print(f"\n== CLA-HDM inference ({device}, {torch.get_num_threads()} threads, batch 8)")
-        for name in ("tiny", "cpu", "paper"):
+        for name in PROFILES:
             p = get_profile(name)
-            print(f"{name:<6} {p.model.backbone} at {p.data.input_size} px: {forward_ms_per_case(name):7.0f} ms/case")
+            print(f"{name:<8} {p.model.backbone} at {p.data.input_size} px: {forward_ms_per_case(name):7.0f} ms/case")
     torch.set_num_threads(1)  # as one simulated site gets
     manifests = synthetic_data(args.preset, 0)
     bare = bare_loop(profile, profile.train.batch_size, args.steps, device)
@@ -119,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(args.out or tmp) / "bench"
-        settings = Settings(profile=args.profile, rounds=args.rounds, local_epochs=1, run_dir=str(run_dir),
+        settings = Settings(profile=args.profile, rounds=args.rounds, shared_rounds=min(1, args.rounds),
+                            local_epochs=1, run_dir=str(run_dir),
                             bootstrap=100, connect_timeout=120.0)
         started = time.perf_counter()
         simulate(run_dir, settings, Federation(heatmaps_per_class=0), manifests, ["federated"])

@@ -168,4 +168,18 @@ def simulate(run_dir: Path, settings: Settings, federation: Federation, manifest
             raise ConfigError(f"unknown mode {mode!r}: federated, pooled or local")
         write_run_info(folder, mode=mode, protocol=federation.protocol, holdout=federation.holdout)
         done[mode] = folder
+    write_references(run_dir, site_yamls, manifests)
     return done
+
+
+def write_references(run_dir: Path, site_yamls: list[Path], manifests: dict[str, Path]) -> None:
+    """The histogram floor and (synthetic data) drawn-feature ceiling on the run's own split."""
+    from simulation.baselines import load_sites
+    from simulation.references import write_references as write
+
+    folders = {Path(m).resolve().parent.parent for m in manifests.values()}
+    data_dir = folders.pop() if len(folders) == 1 else None
+    try:
+        write(run_dir, load_sites(site_yamls), data_dir)
+    except ValueError as err:  # a cohort the references cannot score (one class only): say so, go on
+        print(f"references not computed: {err}", flush=True)

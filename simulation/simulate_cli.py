@@ -6,16 +6,16 @@ import datetime as dt
 import sys
 from pathlib import Path
 
-# Rounds x local epochs per sub-model when --rounds/--local-epochs are not given: `cpu` is sized
-# so the default run ends within 15 minutes on a 2-core laptop.
-DEFAULT_SCHEDULE = {"tiny": (2, 1), "cpu": (4, 1), "paper": (10, 2)}
+from common.config import PROFILES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=None, help="run folder (default: runs/<timestamp>)")
-    parser.add_argument("--profile", choices=("tiny", "cpu", "paper"), default="cpu")
-    parser.add_argument("--rounds", type=int, default=None, help="federated rounds per sub-model")
-    parser.add_argument("--local-epochs", type=int, default=None, help="local epochs per round")
+    parser.add_argument("--profile", choices=tuple(PROFILES), default="cpu")
+    parser.add_argument("--rounds", type=int, default=0, help="federated rounds per sub-model (default: the profile's)")
+    parser.add_argument("--shared-rounds", type=int, default=-1,
+                        help="rounds of the shared 4-class phase before the sub-models (0: none; default: the profile's)")
+    parser.add_argument("--local-epochs", type=int, default=0, help="local epochs per round (default: the profile's)")
     parser.add_argument("--strategy", choices=("fedavg", "fedprox", "fedadam"), default="fedavg")
     parser.add_argument("--lr", type=float, default=0.0, help="learning rate (default: the profile's)")
     data = parser.add_argument_group("data (default: synthetic paper-like hospitals, cached)")
@@ -53,12 +53,12 @@ def run(args: argparse.Namespace) -> int:
     for noisy in ("flwr", "ray"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     modes = [m.strip() for m in args.mode.split(",") if m.strip()]
-    rounds, epochs = DEFAULT_SCHEDULE[args.profile]
     run_dir = Path(args.out or Path("runs") / dt.datetime.now().strftime("%Y%m%d-%H%M%S")).resolve()
     try:
         if args.resume and (modes != ["federated"] or not args.out):
             raise ConfigError("--resume continues one federated run: give its --out and no other --mode")
-        settings = Settings(profile=args.profile, rounds=args.rounds or rounds, local_epochs=args.local_epochs or epochs,
+        settings = Settings(profile=args.profile, rounds=args.rounds, shared_rounds=args.shared_rounds,
+                            local_epochs=args.local_epochs,
                             strategy=args.strategy, lr=args.lr, run_dir=str(run_dir), resume=args.resume,
                             seed=args.seed, bootstrap=args.bootstrap, connect_timeout=120.0)
         federation = Federation(protocol=args.protocol, holdout=args.holdout, heatmaps_per_class=args.heatmaps,

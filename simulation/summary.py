@@ -9,7 +9,7 @@ from server import run_dir as rd
 
 log = logging.getLogger("clafed.simulation")
 
-COLUMNS = (("CLA-HDM micro AUC", "clahdm.auc_micro"), ("ACC", "clahdm.accuracy"),
+COLUMNS = (("CLA-HDM micro AUC", "clahdm.auc_micro"), ("macro", "clahdm.auc_macro"), ("ACC", "clahdm.accuracy"),
            ("SM1 AUC", "submodel1.auc"), ("SM2 AUC", "submodel2.auc"), ("SM3 AUC", "submodel3.auc"))
 
 
@@ -38,10 +38,32 @@ def site_table(folders: dict[str, Path]) -> str:
     return "\n".join(lines)
 
 
+def reference_lines(run_dir: Path, folders: dict[str, Path]) -> list[str]:
+    """Macro AUC beside the histogram floor and drawn-feature ceiling, with the headroom closed."""
+    from simulation.references import headroom_closed
+
+    references = rd.read_json(run_dir / rd.REFERENCES_FILE, {}) or {}
+    lines = []
+    for mode, folder in folders.items():
+        for site, record in rd.read_evaluations(folder).items():
+            ref, auc = references.get(site), record["metrics"].get("clahdm.auc_macro", math.nan)
+            if not ref or auc is None or math.isnan(auc):  # macro AUC needs every class in the cohort
+                continue
+            text = f"{mode:<10} {site:<12} macro AUC {auc:.3f}; histogram floor {ref['histogram']:.3f}"
+            if "drawn_feature" in ref:
+                share = headroom_closed(auc, ref["histogram"], ref["drawn_feature"])
+                text += f", drawn-feature ceiling {ref['drawn_feature']:.3f}: {100 * share:.0f} % of the headroom closed"
+            lines.append(text)
+    return lines
+
+
 def print_summary(run_dir: Path, folders: dict[str, Path]) -> None:
     """Print the table, build the report, and say where everything is."""
     print()
     print(site_table(folders))
+    lines = reference_lines(run_dir, folders)
+    if lines:
+        print("\n" + "\n".join(lines))
     try:
         from server.report import write_report
         markdown, html = write_report(run_dir)

@@ -10,12 +10,13 @@ from flwr.supercore.task_identity import TaskIdentity
 from client import client_app
 from common import messages as msg
 from common.config import ConfigError
-from common.labels import LEVELS
+from common import federated_validation as fv
+from common.labels import LEVELS, PHASES, SHARED
 from common.model import SubModel
 from tests.sitegen import write_site
 
 TaskIdentity.run_id = TaskIdentity.task_id = TaskIdentity.node_id = 1
-TRAIN_FIGURES = {msg.NUM_EXAMPLES, "loss", "accuracy", "train_seconds", "epochs", "peak_rss_bytes"}
+TRAIN_FIGURES = {msg.NUM_EXAMPLES, "loss", "accuracy", "train_seconds", "epochs", "lr", "peak_rss_bytes"}
 
 
 @pytest.fixture
@@ -42,16 +43,22 @@ def test_site_info_is_name_role_and_counts(site_yaml):
     assert dict(reply.content[msg.SITE])["name"] == "hospital9"
     counts = dict(reply.content[msg.METRICS])
     assert all(isinstance(v, int) for v in counts.values())
-    assert counts["train.total"] + counts["heldout.total"] == 12
+    assert counts["train.total"] + counts["heldout.total"] + counts[f"validation.{SHARED}"] == 12
+    assert counts[f"validation.{SHARED}"] > 0 and counts[f"train.{SHARED}"] == counts["train.total"]
 
 
-@pytest.mark.parametrize("level", LEVELS, ids=lambda lv: lv.key)
-def test_train_reply_holds_only_the_submodel_weights_and_scalar_figures(site_yaml, tiny_profile, level):
-    model = SubModel(tiny_profile.model)
-    config = msg.config_record({"level": level.key, "profile": msg.profile_to_json(tiny_profile),
-                                "local-epochs": 1, "server-round": 1, "round-offset": 0, "seed": 0})
+def phase_request(profile, phase: str, kind: str) -> tuple[SubModel, Message]:
+    model = SubModel(profile.model, n_classes=4 if phase == SHARED else 2)
+    config = msg.config_record({"level": phase, "profile": msg.profile_to_json(profile), "rounds": 2,
+                                "server-round": 1, "round-offset": 0, "seed": 0})
     content = RecordDict({msg.ARRAYS: msg.state_to_arrays(model.state_dict()), msg.CONFIG: config})
-    reply = client_app.train(request(content, msg.TRAIN), context(site_yaml))
+    return model, request(content, kind)
+
+
+@pytest.mark.parametrize("phase", PHASES)
+def test_train_reply_holds_only_the_phase_weights_and_scalar_figures(site_yaml, tiny_profile, phase):
+    model, message = phase_request(tiny_profile, phase, msg.TRAIN)
+    reply = client_app.train(message, context(site_yaml))
     assert set(reply.content.keys()) == {msg.ARRAYS, msg.METRICS}
     arrays = reply.content[msg.ARRAYS]
     reference = model.state_dict()
@@ -64,7 +71,56 @@ def test_train_reply_holds_only_the_submodel_weights_and_scalar_figures(site_yam
     assert any(not torch.equal(changed[k], reference[k]) for k in reference)
 
 
+@pytest.mark.parametrize("phase", PHASES)
+def test_validation_reply_is_counts_and_sums_only(site_yaml, tiny_profile, phase):
+    _, message = phase_request(tiny_profile, phase, msg.VALIDATE)
+    reply = client_app.validate(message, context(site_yaml))
+    assert set(reply.content.keys()) == {msg.METRICS}
+    figures = dict(reply.content[msg.METRICS])
+    assert all(key.startswith("val.") for key in figures)
+    # Every key exists whatever the cohort: histograms of BINS counts per class and side, plus 3 sums.
+    n_classes = 4 if phase == SHARED else 1
+    assert len(figures) == 3 + n_classes * 2 * fv.BINS
+    n = figures[fv.COUNT_KEY]
+    assert 0 < n <= 4 and all(isinstance(v, int) for k, v in figures.items() if k != fv.LOSS_KEY)
+    for k in ([1] if n_classes == 1 else range(4)):  # each case lands in exactly one bin per class
+        assert sum(figures[fv.hist_key(k, side, b)] for side in (True, False) for b in range(fv.BINS)) == n
+
+
+def test_an_unknown_phase_is_refused_by_name(site_yaml, tiny_profile):
+    _, message = phase_request(tiny_profile, "submodel1", msg.TRAIN)
+    message.content[msg.CONFIG]["level"] = "submodel9"
+    with pytest.raises(ValueError, match="unknown training phase 'submodel9'"):
+        client_app.train(message, context(site_yaml))
+
+
 def test_a_node_without_a_site_says_how_to_configure_it():
     ctx = Context(run_id=1, node_id=5, node_config={}, state=RecordDict(), run_config={})
     with pytest.raises(ConfigError, match="site-config"):
         client_app.site_info(request(RecordDict(), msg.SITE_INFO), ctx)
+
+
+def test_the_runs_batch_size_reaches_the_sites_training(site_yaml, tiny_profile, monkeypatch):
+    """The run config decides how sites train; the site YAML's batch_size is for local inference."""
+    from dataclasses import replace
+
+    from client import local_training
+
+    seen = []
+    real = local_training.train_submodel
+    monkeypatch.setattr(local_training, "train_submodel",
+                        lambda model, dataset, cfg, **kw: seen.append(cfg.batch_size) or real(model, dataset, cfg, **kw))
+    profile = replace(tiny_profile, train=replace(tiny_profile.train, batch_size=3))
+    _, message = phase_request(profile, "submodel1", msg.TRAIN)
+    client_app.train(message, context(site_yaml))
+    assert seen == [3]  # the YAML says 4
+
+
+def test_a_resumed_round_continues_the_schedule(site_yaml, tiny_profile):
+    from common.training import lr_factor
+
+    _, message = phase_request(tiny_profile, "submodel2", msg.TRAIN)
+    message.content[msg.CONFIG]["round-offset"] = 1  # round 2 of 2, after a restart
+    figures = dict(client_app.train(message, context(site_yaml)).content[msg.METRICS])
+    train = tiny_profile.train
+    assert figures["lr"] == pytest.approx(train.lr * lr_factor(1.0, train.warmup, train.lr_floor))

@@ -87,3 +87,19 @@ def test_pretrained_errors_are_clear(tmp_path):
         build_extractor("resnet18", str(tmp_path / "absent.pth"))
     with pytest.raises(ValueError, match="resnet10 has no ImageNet weights"):
         build_extractor("resnet10", "imagenet")
+
+
+def test_the_shared_network_initialises_a_sub_model_except_its_output_layers():
+    cfg = ModelConfig(backbone="resnet10", fusion_hidden=(32,), aux_hidden=16)
+    shared, sub = SubModel(cfg, n_classes=4), SubModel(cfg)
+    before = {k: v.clone() for k, v in sub.state_dict().items()}
+    copied = sub.initialise_from(shared)
+    after, source = sub.state_dict(), shared.state_dict()
+    outputs = {k for k, v in after.items() if v.shape != source[k].shape}
+    assert outputs == {f"{head}.{i}.{p}" for head, i in (("head", 3), ("bus_head", 3), ("cdfi_head", 3))
+                       for p in ("weight", "bias")}
+    assert copied == len(after) - len(outputs)
+    assert all(torch.equal(after[k], source[k]) for k in after if k not in outputs)
+    assert all(torch.equal(after[k], before[k]) for k in outputs)
+    assert sub(torch.zeros(2, 3, 64, 64), torch.zeros(2, 3, 64, 64)).shape == (2, 2)
+    assert shared(torch.zeros(2, 3, 64, 64), torch.zeros(2, 3, 64, 64)).shape == (2, 4)

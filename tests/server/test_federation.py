@@ -1,14 +1,18 @@
 """The server's round logic against a fake grid: minimum sites, failures named, nothing half-saved."""
 from __future__ import annotations
 
-import pytest
-from flwr.app import Error, Message
+from dataclasses import replace
 
+import numpy as np
+import pytest
+from flwr.app import Error, Message, RecordDict
+
+from common import federated_validation as fv
 from common import messages as msg
-from common.labels import LEVELS
+from common.labels import LEVELS, SHARED
 from common.model import CLAHDM
 from server import run_dir as rd
-from server.federation import FederationError, SiteInfo, train_level
+from server.federation import FederationError, SiteInfo, train_all, train_phase
 from server.strategy import short_reason
 from server.recorder import RunRecorder
 from server.settings import Settings
@@ -22,6 +26,7 @@ class FakeGrid:
 
     def __init__(self, second: str) -> None:
         self.second = second
+        self.sent: list[tuple[str, int, str]] = []  # (message type, node, phase)
 
     def get_node_ids(self):
         return [1, 2]
@@ -30,7 +35,18 @@ class FakeGrid:
         replies = []
         for request in messages:
             node = request.metadata.dst_node_id
-            if node == 1:
+            self.sent.append((request.metadata.message_type, node, str(request.content[msg.CONFIG]["level"])))
+            if request.metadata.message_type == msg.VALIDATE and node == 2 and self.second == "lies":
+                figures = fv.site_figures(np.array([1, 0]), np.array([[0.0, 1.0], [1.0, 0.0]]), loss_sum=0.0)
+                figures[fv.hist_key(1, True, 0)] = 10 ** 9  # a billion positives scored 0: drags the gate to 0
+                replies.append(Message(RecordDict({msg.METRICS: msg.metric_record(figures)}), reply_to=request))
+            if request.metadata.message_type == msg.VALIDATE and node == 1:
+                # Node 1 scores 4 positives high and 4 negatives low: a perfectly separating network.
+                targets = np.array([1, 1, 1, 1, 0, 0, 0, 0])
+                p = np.array([0.9, 0.8, 0.7, 0.65, 0.3, 0.2, 0.1, 0.05])
+                figures = fv.site_figures(targets, np.stack([1 - p, p], 1), loss_sum=2.0)
+                replies.append(Message(RecordDict({msg.METRICS: msg.metric_record(figures)}), reply_to=request))
+            elif node == 1 and request.metadata.message_type == msg.TRAIN:
                 figures = {msg.NUM_EXAMPLES: 10, "loss": 0.5, "accuracy": 0.8, "train_seconds": 1.0}
                 replies.append(Message(msg.train_reply(request.content[msg.ARRAYS], figures), reply_to=request))
             elif self.second == "fails":
@@ -38,24 +54,33 @@ class FakeGrid:
         return replies
 
 
-def sites():
-    counts = {f"train.{lv.key}": 10 for lv in LEVELS}
-    return [SiteInfo(1, "hospital1", "train", "c", counts), SiteInfo(2, "hospital2", "train", "c", counts)]
+def sites(validation: int = 0):
+    counts = {f"train.{lv.key}": 10 for lv in LEVELS} | {f"validation.{lv.key}": validation for lv in LEVELS}
+    counts |= {f"train.{SHARED}": 20, f"validation.{SHARED}": validation}
+    return [SiteInfo(1, "hospital1", "train", "c", counts), SiteInfo(2, "hospital2", "train", "c", dict(counts))]
+
+
+def one_round(profile, shared_rounds: int = 0):
+    return replace(profile, train=replace(profile.train, rounds=1, shared_rounds=shared_rounds))
 
 
 @pytest.mark.parametrize("second, named", [("fails", "failed: hospital2"), ("silent", "silent: hospital2")])
 def test_a_round_below_the_minimum_stops_the_run_and_saves_nothing(tmp_path, tiny_profile, second, named):
     settings = Settings(profile="tiny", rounds=1, min_train_sites=2, run_dir=str(tmp_path / "run"))
     recorder = RunRecorder.open(settings)
+    model = CLAHDM(tiny_profile.model)
     with pytest.raises(FederationError, match=f"1 site\\(s\\) contributed, 2 required.*{named}.*resume"):
-        train_level(FakeGrid(second), settings, tiny_profile, CLAHDM(tiny_profile.model), LEVEL, sites(), recorder)
+        train_phase(FakeGrid(second), settings, one_round(tiny_profile), LEVEL.key, model.submodels[LEVEL.key], model,
+                    sites(), recorder)
     assert not (tmp_path / "run" / rd.STATE_FILE).exists() and not (tmp_path / "run" / rd.METRICS_FILE).exists()
 
 
 def test_a_round_that_meets_the_minimum_is_recorded(tmp_path, tiny_profile):
     settings = Settings(profile="tiny", rounds=1, min_train_sites=1, run_dir=str(tmp_path / "run"))
     recorder = RunRecorder.open(settings)
-    train_level(FakeGrid("fails"), settings, tiny_profile, CLAHDM(tiny_profile.model), LEVEL, sites(), recorder)
+    model = CLAHDM(tiny_profile.model)
+    train_phase(FakeGrid("fails"), settings, one_round(tiny_profile), LEVEL.key, model.submodels[LEVEL.key], model,
+                sites(), recorder)
     [record] = rd.read_jsonl(tmp_path / "run" / rd.METRICS_FILE)
     assert record["failed_sites"] == {"hospital2": "case h2-003: image unreadable"}
     assert set(record["sites"]) == {"hospital1"} and record["num_examples"] == 10
@@ -67,3 +92,37 @@ def test_a_round_that_meets_the_minimum_is_recorded(tmp_path, tiny_profile):
 def test_site_errors_are_shown_without_the_transport_traceback():
     wrapped = "<class 'RayTaskError'>:<'Traceback ...\n  File x\nException ... Message: case h1-7: missing file'>"
     assert short_reason(wrapped) == "case h1-7: missing file"
+
+
+def test_the_shared_phase_runs_first_and_initialises_every_sub_model(tmp_path, tiny_profile):
+    settings = Settings(profile="tiny", run_dir=str(tmp_path / "run"))
+    recorder = RunRecorder.open(settings)
+    model, grid = CLAHDM(tiny_profile.model), FakeGrid("silent")
+    train_all(grid, settings, one_round(tiny_profile, shared_rounds=1), model, sites(), recorder)
+    phases = [phase for kind, _, phase in grid.sent if kind == msg.TRAIN]
+    assert phases == [SHARED, SHARED] + [lv.key for lv in LEVELS for _ in (1, 2)]
+    assert (tmp_path / "run" / rd.SHARED_CHECKPOINT_FILE).is_file()
+    shared = recorder.shared_network(tiny_profile)  # a fresh network: the run is not resuming
+    assert shared.n_classes == 4
+    # The fake site echoes weights, so each sub-model still holds the shared extractors exactly.
+    saved = __import__("torch").load(tmp_path / "run" / rd.SHARED_CHECKPOINT_FILE, weights_only=True)
+    for level in LEVELS:
+        sub = model.submodels[level.key].state_dict()
+        assert all(np.array_equal(sub[k].numpy(), v.numpy()) for k, v in saved.items() if k.startswith("bus."))
+
+
+@pytest.mark.parametrize("second", ["silent", "lies"])
+def test_validation_rounds_are_recorded_and_choose_the_gate(tmp_path, tiny_profile, second):
+    """A silent site and one whose histograms do not add up are both left out of the pool."""
+    settings = Settings(profile="tiny", run_dir=str(tmp_path / "run"))
+    recorder = RunRecorder.open(settings)
+    model, grid = CLAHDM(tiny_profile.model), FakeGrid(second)
+    train_all(grid, settings, one_round(tiny_profile), model, sites(validation=8), recorder)
+    # Only nodes with validation cases get the evaluate round, the silent one included.
+    assert [(kind, node) for kind, node, _ in grid.sent if kind == msg.VALIDATE] == [(msg.VALIDATE, 1), (msg.VALIDATE, 2)] * 3
+    records = rd.read_jsonl(tmp_path / "run" / rd.VALIDATION_FILE)
+    assert [r["level"] for r in records] == [lv.key for lv in LEVELS]
+    assert all(r["auc"] == 1.0 and r["n"] == 8 and r["loss"] == pytest.approx(0.25) for r in records)
+    assert records[0]["sites"] == {"hospital1": 8}
+    # Perfect separation between 0.3 and 0.65: Youden's best edges span that gap; the one nearest 0.5 wins.
+    assert recorder.gate_threshold(default=0.5) == pytest.approx(0.5)

@@ -62,6 +62,9 @@ def make_run(folder, mode: str = "federated", protocol: str = "paper", seed: int
                 "round_seconds": 5.0, "compute_seconds": 4.5, "bytes_sent_per_site": 2.5e6,
                 "bytes_received_per_site": 2.5e6})
     (folder / rd.METRICS_FILE).write_text("".join(json.dumps(r) + "\n" for r in records))
+    validation = [{"level": r["level"], "round": r["round"], "n": 20.0, "loss": 0.6 / r["round"], "accuracy": 0.7,
+                   "auc": 0.6 + 0.1 * r["round"], "sites": {"hospital1": 10, "hospital2": 10}} for r in records]
+    (folder / rd.VALIDATION_FILE).write_text("".join(json.dumps(r) + "\n" for r in validation))
     for k, (name, role) in enumerate(SITES):
         metrics = site_metrics(seed * 10 + k)
         rd.write_json(rd.evaluation_path(folder, name), {"site": name, "role": role, "cohort": f"{name} held-out",
@@ -75,6 +78,8 @@ def comparison(tmp_path):
         make_run(tmp_path / mode, mode, seed=seed)
     (tmp_path / report.FAITHFULNESS_FILE).write_text(json.dumps(FAITHFULNESS))
     (tmp_path / report.READERS_FILE).write_text(READERS_MD)
+    rd.write_json(tmp_path / rd.REFERENCES_FILE, {"hospital1": {"n_cases": 40.0, "histogram": 0.70, "drawn_feature": 0.95},
+                                                  "hospital2": {"n_cases": 40.0, "histogram": 0.65}})
     return tmp_path
 
 
@@ -107,7 +112,8 @@ def test_html_is_self_contained(comparison):
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page)
     assert "<link" not in page and "<script" not in page
     images = re.findall(r'<img[^>]*src="([^"]+)"', page)
-    assert len(images) == 4  # the comparison, and the training curves of each of the three modes
+    # The comparison, and the training and the federated-validation curves of each of the three modes.
+    assert len(images) == 7
     for src in images:
         assert src.startswith("data:image/png;base64,")
         assert base64.b64decode(src.split(",", 1)[1])[:4] == b"\x89PNG"
@@ -123,7 +129,7 @@ def test_single_run_without_optional_inputs(tmp_path):
     assert "## Training" in md and "Federated vs pooled vs local" not in md
     assert "Heatmap faithfulness" not in md and "Reader study" not in md
     assert "is approximate" in md and "hospital4" in md and "no reply within 600 s" in md
-    assert html_path.read_text().count("<img") == 1
+    assert html_path.read_text().count("<img") == 2  # training and validation curves
 
 
 def test_local_mode_training_is_read_from_each_sites_model(comparison):
@@ -159,3 +165,19 @@ def test_report_command(comparison, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["report", str(tmp_path / "empty")]) == 1
     assert "no run.json" in capsys.readouterr().err
+
+
+def test_learning_sections_put_the_model_between_its_references(comparison):
+    from server.report_learning import gated_recall, headroom
+
+    text = "\n".join(b.md for b in report.build_blocks(comparison))
+    assert "## Learning against the references" in text and "### Recall per class (gated prediction)" in text
+    assert "### Federated validation: pooled" in text
+    federated = rd.read_evaluations(comparison / "federated")["hospital1"]["metrics"]
+    share = headroom(federated["clahdm.auc_macro"], 0.70, 0.95)
+    assert f"{100 * share:.0f} %" in text  # the share of the headroom this run closed at hospital1
+    row = next(line for line in text.splitlines() if line.startswith("| hospital2 | 40 |"))
+    assert row.endswith("| n/a | n/a | n/a | n/a |")  # no ceiling for hospital2, so no headroom either
+    recall = gated_recall(federated)
+    cm = np.array([[federated[f"clahdm.cm.{i}.{j}"] for j in range(4)] for i in range(4)])
+    np.testing.assert_allclose(recall, np.diag(cm) / cm.sum(1))

@@ -20,6 +20,13 @@ def test_every_setting_is_a_declared_run_config_key_with_the_same_default():
     assert load_settings(declared, environ={}) == Settings()
 
 
+def test_schedule_overrides_reach_the_profile_and_zero_keeps_the_profiles():
+    profile = Settings(profile="cpu").build_profile()
+    assert profile.train == __import__("common.config").config.get_profile("cpu").train
+    train = Settings(profile="cpu", rounds=3, shared_rounds=0, local_epochs=2, batch_size=8).build_profile().train
+    assert (train.rounds, train.shared_rounds, train.epochs, train.batch_size) == (3, 0, 2, 8)
+
+
 def test_run_config_overrides_the_environment():
     env = {ENV_RUN_CONFIG: json.dumps({"rounds": 7, "profile": "tiny"})}
     settings = load_settings({"local-epochs": 2, "rounds": 5}, environ=env)
@@ -27,7 +34,7 @@ def test_run_config_overrides_the_environment():
 
 
 @pytest.mark.parametrize("config, message", [
-    ({"roundz": 3}, "unknown key"), ({"rounds": "many"}, "integer"), ({"rounds": 0}, ">= 1"),
+    ({"roundz": 3}, "unknown key"), ({"rounds": "many"}, "integer"), ({"rounds": -1}, ">= 1"),
     ({"profile": "huge"}, "unknown profile"), ({"strategy": "fedsgd"}, "strategy")])
 def test_bad_run_config_is_named(config, message):
     with pytest.raises(ConfigError, match=message):

@@ -47,12 +47,18 @@ def finish(process: subprocess.Popen, timeout: float = 400) -> str:
 
 def assert_complete(run: Path) -> None:
     state = rd.read_json(run / rd.STATE_FILE)
-    assert state["completed"] == {"submodel1": 2, "submodel2": 2, "submodel3": 2}
+    assert state["completed"] == {"shared": 1, "submodel1": 2, "submodel2": 2, "submodel3": 2}
+    expected = [("shared", 1)] + [(f"submodel{k}", r) for k in (1, 2, 3) for r in (1, 2)]
     rounds = [(r["level"], r["round"]) for r in rd.read_jsonl(run / rd.METRICS_FILE)]
-    assert sorted(rounds) == sorted((f"submodel{k}", r) for k in (1, 2, 3) for r in (1, 2))
+    assert sorted(rounds) == sorted(expected)
+    # Every round was validated at the sites (aggregate histograms, pooled at the server).
+    validated = [(r["level"], r["round"]) for r in rd.read_jsonl(run / rd.VALIDATION_FILE)]
+    assert sorted(set(validated)) == sorted(expected)
+    assert 0.0 < rd.read_json(run / rd.RUN_FILE)["gate_threshold"] < 1.0
     ledger = rd.read_jsonl(run / rd.LEDGER_FILE)
-    assert len(ledger) == 6 and all(len(entry["sha256"]) == 64 and entry["sites"] for entry in ledger)
+    assert len(ledger) == 7 and all(len(entry["sha256"]) == 64 and entry["sites"] for entry in ledger)
     assert (run / rd.CHECKPOINT_FILE).is_file() and (run / rd.MODEL_FILE).is_file()
+    assert (run / rd.SHARED_CHECKPOINT_FILE).is_file()
     evaluations = rd.read_evaluations(run)
     assert set(evaluations) == set(SITES)
     for site, record in evaluations.items():
@@ -68,6 +74,10 @@ def test_two_round_simulation_writes_checkpoints_metrics_and_site_results(cache,
     out = finish(simulate(cache, run, "--heatmaps", "1"))
     assert_complete(run)
     assert "hospital2" in out and "micro AUC" in out  # the per-site table
+    assert "histogram floor" in out and "of the headroom closed" in out
+    references = rd.read_json(run / rd.REFERENCES_FILE)
+    assert set(references) == set(SITES) and all(0 <= r["histogram"] <= 1 for r in references.values())
+    assert "Learning against the references" in (run / "report.md").read_text()
     pictures = list((run / "site_outputs" / "hospital1" / run.name / "heatmaps").glob("*.png"))
     assert pictures, "the site should have written heatmap pictures locally"
 
@@ -79,7 +89,7 @@ def test_killed_run_resumes_from_the_last_completed_round(cache, tmp_path):
     try:
         while time.time() < deadline:
             state = rd.read_json(run / rd.STATE_FILE) or {"completed": {}}
-            if state["completed"].get("submodel1", 0) >= 1:
+            if state["completed"].get("submodel1", 0) >= 1:  # after the shared phase
                 break
             assert process.poll() is None, process.communicate()[0][-3000:]
             time.sleep(0.2)
