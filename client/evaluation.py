@@ -50,7 +50,8 @@ def labelled_arrays(preds: Predictions) -> tuple[np.ndarray, np.ndarray, np.ndar
 
 
 def aggregate_figures(y: np.ndarray, soft: np.ndarray, hard: np.ndarray, levels: np.ndarray, *,
-                      threshold: float = 0.5, n_resamples: int = 1000, seed: int = 0) -> dict[str, float]:
+                      threshold: float | tuple[float, ...] = 0.5, n_resamples: int = 1000,
+                      seed: int = 0) -> dict[str, float]:
     """Every figure of a labelled cohort with its bootstrap CI, as one flat `str -> float` dict.
 
     AUCs use the soft probabilities; 4-class accuracy and the confusion matrix use the gated
@@ -108,7 +109,7 @@ def evaluate_site(model: CLAHDM, cases: list[Case], data_cfg: DataConfig, out_di
     """Evaluate the assembled CLA-HDM on `cases`, write the local files, return aggregate figures.
 
     Args:
-        model: the assembled model (its gate threshold also thresholds the sub-models' calls).
+        model: the assembled model (its decision thresholds also threshold the sub-models' calls).
         cases: the cohort; unlabeled cases are predicted and written, not scored.
         data_cfg: the preprocessing the model was trained with.
         out_dir: the site's local folder for predictions.csv, roc.png, confusion.png, metrics.json.
@@ -126,7 +127,7 @@ def evaluate_site(model: CLAHDM, cases: list[Case], data_cfg: DataConfig, out_di
                            num_workers=num_workers)
     write_predictions(out_dir / PREDICTIONS_FILE, preds)
     y, soft, hard, levels = labelled_arrays(preds)
-    figures = aggregate_figures(y, soft, hard, levels, threshold=float(model.threshold),
+    figures = aggregate_figures(y, soft, hard, levels, threshold=model.decision_thresholds,
                                 n_resamples=n_resamples, seed=seed)
     figures["n_unlabeled"] = float(len(preds.targets) - len(y))
     plot_roc(y, soft, out_dir / ROC_FILE)

@@ -91,7 +91,7 @@ def explain_images(model: CLAHDM, bus: np.ndarray, cdfi: np.ndarray, roi: tuple[
     """Diagnose one case from its RGB images and explain each level of the hierarchy it used.
 
     Sub-model 1 is explained for the class the gate chose (P(malignant) > threshold), then
-    sub-model 3 or 2, whichever the gate chose, for its own predicted class. Probabilities are
+    sub-model 3 or 2, whichever the gate chose, for the subtype its decision threshold names. Probabilities are
     assembled exactly as CLAHDM.forward does, from three forward passes.
     """
     model.to(device)
@@ -106,11 +106,12 @@ def explain_images(model: CLAHDM, bus: np.ndarray, cdfi: np.ndarray, roi: tuple[
         p_other = torch.softmax(model.submodels[other_key](bus_t, cdfi_t), dim=1)[:, 1]
     p_second = second.probabilities[:, 1]
     out = assemble(p_malignant, *((p_other, p_second) if malignant else (p_second, p_other)),
-                   threshold=model.threshold)
+                   threshold=model.threshold, subtype_thresholds=model.subtype_thresholds)
+    second_threshold = model.subtype_thresholds[1 if malignant else 0]
     boxes = input_box(roi, data_cfg.roi_margin, bus.shape), input_box(roi, data_cfg.roi_margin, cdfi.shape)
     steps = []
     for key, cams, target in (("submodel1", first, int(malignant)),
-                              (second_key, second, int(p_second[0] > 0.5))):
+                              (second_key, second, int(p_second[0] > second_threshold))):
         steps.append(LevelExplanation(
             LEVEL_BY_KEY[key], target, float(cams.probabilities[0, target]),
             to_image(cams.bus[0, target].cpu().numpy(), boxes[0], bus.shape),

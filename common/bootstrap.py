@@ -81,13 +81,13 @@ def weighted_multiclass(weights: np.ndarray, y: np.ndarray, proba: np.ndarray) -
 
 
 def weighted_cohort(weights: np.ndarray, y: np.ndarray, proba: np.ndarray, levels: np.ndarray | None = None,
-                    threshold: float = 0.5) -> ArrayDict:
+                    threshold: float | tuple[float, ...] = 0.5) -> ArrayDict:
     """Every figure of `metrics.cohort_metrics` for each resample, flat keys."""
     y = np.asarray(y).astype(int).ravel()
     lv = m.level_probabilities(proba) if levels is None else np.asarray(levels, dtype=float)
     out: ArrayDict = {}
     for k, (level, (rows, targets)) in enumerate(zip(LEVELS, m.level_subsets(y))):
-        figures = weighted_binary(weights[:, rows], targets, lv[rows, k], threshold)
+        figures = weighted_binary(weights[:, rows], targets, lv[rows, k], m.level_threshold(threshold, k))
         out.update({f"{level.key}.{name}": v for name, v in figures.items()})
     out.update({f"clahdm.{name}": v for name, v in weighted_multiclass(weights, y, proba).items()})
     return out

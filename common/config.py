@@ -27,12 +27,22 @@ class ModelConfig:
     dropout: float = 0.2
     # Gate of the hard assembly: P(malignant) above it routes a case to sub-model 3.
     threshold: float = 0.5
+    # Decision thresholds of sub-models 2 and 3 in the gated answer: P(tuberculous) and
+    # P(metastatic) above them name the positive subtype. A run sets all three from federated
+    # validation (Youden's J), so a rare class is not lost to a fixed 0.5.
+    subtype_thresholds: tuple[float, float] = (0.5, 0.5)
 
     def __post_init__(self) -> None:
         if self.backbone not in BACKBONES:
             raise ValueError(f"backbone must be one of {', '.join(BACKBONES)}, got {self.backbone!r}")
-        if not 0.0 < self.threshold < 1.0:
-            raise ValueError(f"threshold must lie in (0, 1), got {self.threshold}")
+        thresholds = (self.threshold, *self.subtype_thresholds)
+        if len(thresholds) != 3 or not all(0.0 < t < 1.0 for t in thresholds):
+            raise ValueError(f"threshold and the two subtype_thresholds must lie in (0, 1), got {thresholds}")
+
+    @property
+    def decision_thresholds(self) -> tuple[float, float, float]:
+        """Each level's threshold on P(positive): the gate, then sub-models 2 and 3."""
+        return (self.threshold, *self.subtype_thresholds)
 
 
 @dataclass(frozen=True)

@@ -192,14 +192,21 @@ def level_subsets(y_true_idx: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]
     return out
 
 
-def cohort_metrics(y_true_idx: Any, proba: Any, levels: Any = None, threshold: float = 0.5) -> dict[str, Any]:
+def level_threshold(threshold: float | tuple[float, ...], k: int) -> float:
+    """Level k's decision threshold: one value for every level, or one per level."""
+    return float(threshold[k]) if isinstance(threshold, (tuple, list)) else float(threshold)
+
+
+def cohort_metrics(y_true_idx: Any, proba: Any, levels: Any = None,
+                   threshold: float | tuple[float, ...] = 0.5) -> dict[str, Any]:
     """Every figure of a cohort: the three sub-models (on their own cases) and the 4-class model.
 
     Args:
         y_true_idx: (n,) class indices in CLASSES order.
         proba: (n, 4) CLA-HDM probabilities.
         levels: (n, 3) each sub-model's P(positive) on every case; derived from proba when None.
-        threshold: the sub-models' decision threshold.
+        threshold: the sub-models' decision threshold, or one per level (the model's
+            decision_thresholds).
 
     Returns:
         {"submodel1": binary figures, "submodel2": ..., "submodel3": ..., "clahdm": 4-class figures}.
@@ -210,7 +217,7 @@ def cohort_metrics(y_true_idx: Any, proba: Any, levels: Any = None, threshold: f
         raise ValueError(f"levels must have shape ({y.size}, {len(LEVELS)}), got {lv.shape}")
     out: dict[str, Any] = {}
     for k, (level, (rows, targets)) in enumerate(zip(LEVELS, level_subsets(y))):
-        out[level.key] = binary_metrics(targets, lv[rows, k], threshold)
+        out[level.key] = binary_metrics(targets, lv[rows, k], level_threshold(threshold, k))
     out["clahdm"] = multiclass_metrics(y, p)
     return out
 

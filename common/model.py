@@ -1,6 +1,7 @@
 """CLA-HDM: dual-modality sub-models and their hierarchical assembly."""
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
@@ -119,19 +120,40 @@ class CLAHDM(nn.Module):
         self.config = cfg
         self.submodels = nn.ModuleDict({level.key: SubModel(cfg) for level in LEVELS})
         self.threshold = cfg.threshold
+        self.subtype_thresholds = tuple(cfg.subtype_thresholds)
+
+    @property
+    def decision_thresholds(self) -> tuple[float, float, float]:
+        """Each level's threshold on P(positive): the gate, then sub-models 2 and 3."""
+        return (float(self.threshold), *(float(t) for t in self.subtype_thresholds))
 
     def forward(self, bus: torch.Tensor, cdfi: torch.Tensor) -> HierarchicalOutput:
         """Run all three sub-models and assemble the soft and hard 4-class probabilities."""
         p = [torch.softmax(self.submodels[lv.key](bus, cdfi), dim=1)[:, 1] for lv in LEVELS]
-        return assemble(*p, threshold=self.threshold)
+        return assemble(*p, threshold=self.threshold, subtype_thresholds=self.subtype_thresholds)
 
 
-def assemble(p_malignant: torch.Tensor, p_tb: torch.Tensor, p_met: torch.Tensor,
-             threshold: float = 0.5) -> HierarchicalOutput:
-    """Combine the three levels' positive-class probabilities into 4-class probabilities."""
-    benign = torch.stack([1 - p_tb, p_tb], dim=1)  # reactive, tuberculous
-    malignant = torch.stack([1 - p_met, p_met], dim=1)  # lymphoma, metastatic
-    soft = torch.cat([(1 - p_malignant)[:, None] * benign, p_malignant[:, None] * malignant], dim=1)
+def centre_on(p: torch.Tensor, threshold: float) -> torch.Tensor:
+    """A monotone map of probabilities sending `threshold` to 0.5 (a shift of the logit)."""
+    if threshold == 0.5:
+        return p
+    logit = torch.logit(p.clamp(1e-6, 1 - 1e-6)) - math.log(threshold / (1 - threshold))
+    return torch.sigmoid(logit)
+
+
+def assemble(p_malignant: torch.Tensor, p_tb: torch.Tensor, p_met: torch.Tensor, threshold: float = 0.5,
+             subtype_thresholds: tuple[float, float] = (0.5, 0.5)) -> HierarchicalOutput:
+    """Combine the three levels' positive-class probabilities into 4-class probabilities.
+
+    The soft form is the plain product of the levels. The gated (hard) form follows the gate, then
+    the chosen sub-model's probabilities re-centred on its decision threshold, so its argmax is the
+    subtype that threshold names.
+    """
+    soft = torch.cat([(1 - p_malignant)[:, None] * torch.stack([1 - p_tb, p_tb], dim=1),
+                      p_malignant[:, None] * torch.stack([1 - p_met, p_met], dim=1)], dim=1)
+    tb, met = centre_on(p_tb, subtype_thresholds[0]), centre_on(p_met, subtype_thresholds[1])
+    benign = torch.stack([1 - tb, tb], dim=1)  # reactive, tuberculous
+    malignant = torch.stack([1 - met, met], dim=1)  # lymphoma, metastatic
     gate = p_malignant > threshold
     zeros = torch.zeros_like(benign)
     hard = torch.where(gate[:, None], torch.cat([zeros, malignant], 1), torch.cat([benign, zeros], 1))

@@ -184,11 +184,12 @@ def final_evaluation(grid: Grid, settings: Settings, profile: Profile, model: CL
     return results
 
 
-def with_gate(profile: Profile, model: CLAHDM, recorder: RunRecorder) -> Profile:
-    """Set the gate threshold chosen on validation data in the model and in the profile that
-    travels (signed) with it, so every site gates exactly as the coordinator's model.pt does."""
-    model.threshold = recorder.gate_threshold(default=profile.model.threshold)
-    return replace(profile, model=replace(profile.model, threshold=model.threshold))
+def with_thresholds(profile: Profile, model: CLAHDM, recorder: RunRecorder) -> Profile:
+    """Set the decision thresholds chosen on validation data in the model and in the profile that
+    travels (signed) with it, so every site decides exactly as the coordinator's model.pt does."""
+    gate, *subtypes = recorder.decision_thresholds(profile.model.decision_thresholds)
+    model.threshold, model.subtype_thresholds = gate, tuple(subtypes)
+    return replace(profile, model=replace(profile.model, threshold=gate, subtype_thresholds=tuple(subtypes)))
 
 
 def run_federation(grid: Grid, settings: Settings) -> RunRecorder:
@@ -200,7 +201,7 @@ def run_federation(grid: Grid, settings: Settings) -> RunRecorder:
     seed_everything(settings.seed)
     model = recorder.initial_model(profile)
     train_all(grid, settings, profile, model, sites, recorder)
-    final_evaluation(grid, settings, with_gate(profile, model, recorder), model, sites, recorder)
+    final_evaluation(grid, settings, with_thresholds(profile, model, recorder), model, sites, recorder)
     recorder.finished()
     return recorder
 

@@ -20,6 +20,8 @@ from common import messages as msg
 from common.checkpoint import atomic_torch_save, load_checkpoint, save_checkpoint
 from common.config import ConfigError, Profile
 from common.labels import LEVELS, PHASES
+
+LEVEL_KEYS = tuple(level.key for level in LEVELS)
 from common.model import CLAHDM, SubModel
 from common.signing import sign_checkpoint, sign_digest, weights_digest
 from common.typed_config import to_dict
@@ -156,23 +158,30 @@ class RunRecorder:
         record = {"level": phase, "round": server_round, "time": now(), **fv.summary(total, n_classes),
                   "sites": {name: int(f.get(fv.COUNT_KEY, 0)) for name, f in figures.items()}}
         rd.append_jsonl(self.path / rd.VALIDATION_FILE, record)
-        if phase == LEVELS[0].key and total.get(fv.COUNT_KEY, 0) > 0:
-            self.state["gate_threshold"] = fv.gate_threshold(total)
+        if phase in LEVEL_KEYS and total.get(fv.COUNT_KEY, 0) > 0:
+            self.state.setdefault("thresholds", {})[phase] = fv.gate_threshold(total)
             rd.write_json(self.path / rd.STATE_FILE, self.state)
         log.info("%s round %d validation: %s", phase, server_round,
                  ", ".join(f"{k} {v:.3f}" for k, v in record.items() if k in ("loss", "accuracy", "auc")) or "no cases")
 
-    def gate_threshold(self, default: float) -> float:
-        """The threshold chosen on validation data (Youden), or `default` when none was recorded."""
-        value = self.state.get("gate_threshold")
-        if value is None:
-            log.warning("no validation scores for sub-model 1: the gate keeps its threshold %.2f", default)
-            value = default
-        else:
-            log.info("gate threshold %.3f (Youden's J on the pooled validation scores of sub-model 1)", value)
+    def decision_thresholds(self, defaults: tuple[float, float, float]) -> tuple[float, float, float]:
+        """Each level's threshold chosen on its last validated round (Youden's J), else its default.
+
+        Recorded in run.json; the gate (sub-model 1) and the subtype calls of sub-models 2 and 3.
+        """
+        chosen = self.state.get("thresholds", {})
+        values = []
+        for key, default in zip(LEVEL_KEYS, defaults):
+            if key in chosen:
+                values.append(float(chosen[key]))
+            else:
+                log.warning("no validation scores for %s: its decision threshold stays %.2f", key, default)
+                values.append(float(default))
+        log.info("decision thresholds (Youden's J on pooled validation scores): %s",
+                 ", ".join(f"{k} {v:.3f}" for k, v in zip(LEVEL_KEYS, values)))
         info = rd.read_json(self.path / rd.RUN_FILE, {})
-        rd.write_json(self.path / rd.RUN_FILE, dict(info, gate_threshold=float(value)))
-        return float(value)
+        rd.write_json(self.path / rd.RUN_FILE, dict(info, decision_thresholds=dict(zip(LEVEL_KEYS, values))))
+        return tuple(values)
 
     def final_model(self, model: CLAHDM, profile: Profile, arrays: ArrayRecord, settings: Settings) -> ConfigRecord:
         """Save (and sign, when a key is configured) the assembled CLA-HDM; return the message config."""

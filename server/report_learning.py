@@ -76,10 +76,12 @@ def recall_block(run: RunRecords) -> list[Block]:
     for site in sites:
         metrics = run.evaluations[site]["metrics"]
         rows.append([site, *(fmt(r, 2) for r in gated_recall(metrics))])
-    threshold = run.info.get("gate_threshold")
+    chosen = run.info.get("decision_thresholds") or {}
     note = ("Share of each class's held-out cases that the gated prediction names correctly (the hierarchy's "
-            "answer a clinician reads)." + (f" Gate threshold: {threshold:.3f}, chosen by Youden's J on the pooled "
-                                            "validation scores of sub-model 1." if threshold is not None else ""))
+            "answer a clinician reads).")
+    if chosen:
+        note += (" Decision thresholds, chosen by Youden's J on the pooled validation scores of each sub-model: "
+                 + ", ".join(f"{key} {value:.3f}" for key, value in chosen.items()) + ".")
     return [heading("Recall per class (gated prediction)", 3), table_block(["site", *CLASSES], rows), text_block(note)]
 
 

@@ -76,7 +76,8 @@ def train_centrally(settings: Settings, name: str, trainers: list[SiteData], fol
             model.submodels[level.key].initialise_from(shared)
     for level in LEVELS:
         train_phase(level.key, model.submodels[level.key], profile.train.rounds)
-    model.threshold = recorder.gate_threshold(default=profile.model.threshold)
+    gate, *subtypes = recorder.decision_thresholds(profile.model.decision_thresholds)
+    model.threshold, model.subtype_thresholds = gate, tuple(subtypes)
     model.cpu()
     save_checkpoint(folder / rd.MODEL_FILE, model, profile.data, {"run": folder.name, "trained_on": name})
     recorder.finished()

@@ -181,5 +181,5 @@ def write_references(run_dir: Path, site_yamls: list[Path], manifests: dict[str,
     data_dir = folders.pop() if len(folders) == 1 else None
     try:
         write(run_dir, load_sites(site_yamls), data_dir)
-    except ValueError as err:  # a cohort the references cannot score (one class only): say so, go on
-        print(f"references not computed: {err}", flush=True)
+    except (ValueError, RuntimeError, OSError) as err:  # e.g. one class only: the run's results still stand
+        print(f"references not computed ({err}); the run's results are complete", flush=True)

@@ -1,6 +1,8 @@
 """CLA-HDM structure: shapes, probability sums, gating, attention, checkpoints, initialisation."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -103,3 +105,23 @@ def test_the_shared_network_initialises_a_sub_model_except_its_output_layers():
     assert all(torch.equal(after[k], before[k]) for k in outputs)
     assert sub(torch.zeros(2, 3, 64, 64), torch.zeros(2, 3, 64, 64)).shape == (2, 2)
     assert shared(torch.zeros(2, 3, 64, 64), torch.zeros(2, 3, 64, 64)).shape == (2, 4)
+
+
+def test_subtype_thresholds_move_the_gated_call_and_leave_the_soft_form_alone():
+    p1, p2, p3 = torch.tensor([0.2, 0.8]), torch.tensor([0.3, 0.3]), torch.tensor([0.6, 0.6])
+    plain = assemble(p1, p2, p3)
+    moved = assemble(p1, p2, p3, subtype_thresholds=(0.25, 0.7))
+    torch.testing.assert_close(moved.soft, plain.soft)
+    assert plain.hard.argmax(1).tolist() == [0, 3]  # reactive, metastatic at 0.5
+    assert moved.hard.argmax(1).tolist() == [1, 2]  # tuberculous above 0.25, lymphoma below 0.7
+    torch.testing.assert_close(moved.hard.sum(1), torch.ones(2))
+
+
+def test_decision_thresholds_survive_a_checkpoint(tmp_path, batch):
+    model = CLAHDM(replace(TINY, threshold=0.35, subtype_thresholds=(0.2, 0.65))).eval()
+    model.subtype_thresholds = (0.22, 0.6)  # what a run sets after validation
+    save_checkpoint(tmp_path / "m.pt", model, DataConfig(input_size=64))
+    loaded = load_checkpoint(tmp_path / "m.pt").model
+    assert loaded.decision_thresholds == (0.35, 0.22, 0.6)
+    with pytest.raises(ValueError, match="subtype_thresholds"):
+        ModelConfig(subtype_thresholds=(0.5, 1.0))

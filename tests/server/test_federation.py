@@ -125,4 +125,5 @@ def test_validation_rounds_are_recorded_and_choose_the_gate(tmp_path, tiny_profi
     assert all(r["auc"] == 1.0 and r["n"] == 8 and r["loss"] == pytest.approx(0.25) for r in records)
     assert records[0]["sites"] == {"hospital1": 8}
     # Perfect separation between 0.3 and 0.65: Youden's best edges span that gap; the one nearest 0.5 wins.
-    assert recorder.gate_threshold(default=0.5) == pytest.approx(0.5)
+    assert recorder.decision_thresholds((0.5, 0.5, 0.5)) == pytest.approx((0.5, 0.5, 0.5))
+    assert rd.read_json(tmp_path / "run" / rd.RUN_FILE)["decision_thresholds"]["submodel2"] == pytest.approx(0.5)

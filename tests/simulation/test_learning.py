@@ -45,4 +45,5 @@ def test_the_recipe_beats_the_histogram_floor_on_spatial_patterns(spatial_site, 
     phases = [r["level"] for r in rd.read_jsonl(tmp_path / "run" / rd.METRICS_FILE)]
     assert phases[:6] == ["shared"] * 6 and len(phases) == 6 + 3 * 4
     assert len(rd.read_jsonl(tmp_path / "run" / rd.VALIDATION_FILE)) == len(phases)
-    assert model.threshold == rd.read_json(tmp_path / "run" / rd.RUN_FILE)["gate_threshold"]
+    chosen = rd.read_json(tmp_path / "run" / rd.RUN_FILE)["decision_thresholds"]
+    assert model.decision_thresholds == tuple(chosen[k] for k in ("submodel1", "submodel2", "submodel3"))

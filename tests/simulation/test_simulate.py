@@ -45,16 +45,19 @@ def finish(process: subprocess.Popen, timeout: float = 400) -> str:
     return out
 
 
-def assert_complete(run: Path) -> None:
+def assert_complete(run: Path, resumed: bool = False) -> None:
     state = rd.read_json(run / rd.STATE_FILE)
     assert state["completed"] == {"shared": 1, "submodel1": 2, "submodel2": 2, "submodel3": 2}
     expected = [("shared", 1)] + [(f"submodel{k}", r) for k in (1, 2, 3) for r in (1, 2)]
     rounds = [(r["level"], r["round"]) for r in rd.read_jsonl(run / rd.METRICS_FILE)]
     assert sorted(rounds) == sorted(expected)
-    # Every round was validated at the sites (aggregate histograms, pooled at the server).
-    validated = [(r["level"], r["round"]) for r in rd.read_jsonl(run / rd.VALIDATION_FILE)]
-    assert sorted(set(validated)) == sorted(expected)
-    assert 0.0 < rd.read_json(run / rd.RUN_FILE)["gate_threshold"] < 1.0
+    # Every round was validated at the sites (aggregate histograms, pooled at the server); a kill
+    # between a round's commit and its validation loses that one validation line, nothing else.
+    validated = set((r["level"], r["round"]) for r in rd.read_jsonl(run / rd.VALIDATION_FILE))
+    missing = set(expected) - validated
+    assert validated <= set(expected) and len(missing) <= (1 if resumed else 0), missing
+    thresholds = rd.read_json(run / rd.RUN_FILE)["decision_thresholds"]
+    assert set(thresholds) == {"submodel1", "submodel2", "submodel3"} and all(0 < t < 1 for t in thresholds.values())
     ledger = rd.read_jsonl(run / rd.LEDGER_FILE)
     assert len(ledger) == 7 and all(len(entry["sha256"]) == 64 and entry["sites"] for entry in ledger)
     assert (run / rd.CHECKPOINT_FILE).is_file() and (run / rd.MODEL_FILE).is_file()
@@ -76,7 +79,9 @@ def test_two_round_simulation_writes_checkpoints_metrics_and_site_results(cache,
     assert "hospital2" in out and "micro AUC" in out  # the per-site table
     assert "histogram floor" in out and "of the headroom closed" in out
     references = rd.read_json(run / rd.REFERENCES_FILE)
-    assert set(references) == set(SITES) and all(0 <= r["histogram"] <= 1 for r in references.values())
+    # Sites whose held-out cases hold a single class have no macro AUC, so no reference either.
+    assert "hospital1" in references and set(references) <= set(SITES)
+    assert all(0 <= r["histogram"] <= 1 and 0 <= r["drawn_feature"] <= 1 for r in references.values())
     assert "Learning against the references" in (run / "report.md").read_text()
     pictures = list((run / "site_outputs" / "hospital1" / run.name / "heatmaps").glob("*.png"))
     assert pictures, "the site should have written heatmap pictures locally"
@@ -103,7 +108,7 @@ def test_killed_run_resumes_from_the_last_completed_round(cache, tmp_path):
     refused = finish_expecting_error(simulate(cache, run, "--heatmaps", "0"))
     assert "already holds a run" in refused
     finish(simulate(cache, run, "--heatmaps", "0", "--resume"))
-    assert_complete(run)
+    assert_complete(run, resumed=True)
     resumed = rd.read_json(run / rd.RUN_FILE)["resumed"]
     assert len(resumed) == 1
 
