@@ -77,9 +77,8 @@ def validate_round(site: SiteData, phase: str, profile: Profile, arrays: ArrayRe
 def validation_figures(site: SiteData, phase: str, profile: Profile, model: SubModel) -> dict[str, float | int]:
     """Aggregate validation figures of `model` (the network of `phase`) on the site's validation cases."""
     dataset = site.validation_dataset(phase_level(phase), profile.data)
-    probabilities = predict_probabilities(model, dataset, batch_size=site.config.batch_size,
-                                          device=resolve_device(site.config.device))
+    proba = predict_probabilities(model, dataset, batch_size=site.config.batch_size,
+                                  device=resolve_device(site.config.device))  # (0, n_classes) without cases
     targets = dataset.targets()
-    proba = probabilities if len(targets) else np.zeros((0, model.n_classes))
-    loss_sum = float(-np.log(np.clip(proba[np.arange(len(targets)), targets], 1e-7, 1.0)).sum()) if len(targets) else 0.0
+    loss_sum = float(-np.log(np.clip(proba[np.arange(len(targets)), targets], 1e-7, 1.0)).sum())
     return fv.site_figures(targets, proba, loss_sum)

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
+from common.labels import SHARED
 from common.typed_config import ConfigError, from_dict, merge, read_yaml, to_dict
 
 BACKBONES = ("resnet10", "resnet18", "resnet34", "resnet50")
@@ -96,7 +97,6 @@ class TrainConfig:
     # fraction, then cosine decay to lr * lr_floor at the last step.
     warmup: float = 0.1
     lr_floor: float = 0.02
-    label_smoothing: float = 0.0
     # Weight of the two auxiliary per-branch losses (deep supervision); 0 switches them off.
     aux_weight: float = 0.3
     # Lymphoma and tuberculosis are rare: oversample them (sampler) or weight the loss (loss).
@@ -112,6 +112,10 @@ class TrainConfig:
                              f"(got {self.epochs}, {self.rounds}, {self.shared_rounds})")
         if not 0.0 <= self.warmup < 1.0 or not 0.0 <= self.lr_floor <= 1.0:
             raise ValueError(f"warmup must lie in [0, 1) and lr_floor in [0, 1] (got {self.warmup}, {self.lr_floor})")
+
+    def phase_rounds(self, phase: str) -> int:
+        """Rounds of a training phase: `shared_rounds` for the shared one, `rounds` for a sub-model."""
+        return self.shared_rounds if phase == SHARED else self.rounds
 
 
 @dataclass(frozen=True)

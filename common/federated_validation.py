@@ -2,8 +2,8 @@
 returns score histograms (counts per probability bin, per class); the server adds them up.
 
 Histograms are aggregate counts, never per-case values, yet summed over sites they give the
-pooled ROC curve: the pooled AUC of every round, and a gate threshold chosen on validation data
-(Youden's J) rather than the fixed 0.5.
+pooled ROC curve: the pooled AUC of every round, and each sub-model's decision threshold chosen
+on validation data (Youden's J) rather than a fixed 0.5.
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-# Probability bins of the histograms: the gate threshold is chosen on this grid (0.025 apart).
+# Probability bins of the histograms: thresholds are chosen on this grid (0.025 apart).
 BINS = 40
 LOSS_KEY = "val.loss_sum"
 COUNT_KEY = "val.n"
@@ -22,6 +22,11 @@ def hist_key(cls: int, positive: bool, b: int) -> str:
     return f"val.h.{cls}.{'pos' if positive else 'neg'}.{b}"
 
 
+def scored_classes(n_classes: int) -> list[int]:
+    """The classes a network's histograms describe: the positive one of a binary network, else all."""
+    return [1] if n_classes == 2 else list(range(n_classes))
+
+
 def site_figures(targets: np.ndarray, proba: np.ndarray, loss_sum: float) -> dict[str, int | float]:
     """A site's aggregate validation figures for one network (binary: proba is (n, 2)).
 
@@ -29,12 +34,10 @@ def site_figures(targets: np.ndarray, proba: np.ndarray, loss_sum: float) -> dic
     cases of class k and of the other classes in each bin of P(k); plus the summed loss, the
     number of cases and of correct argmax predictions. Every key exists whatever the cohort.
     """
-    n_classes = proba.shape[1]
-    classes = [1] if n_classes == 2 else list(range(n_classes))
     bins = np.clip((proba * BINS).astype(int), 0, BINS - 1)
     out: dict[str, int | float] = {LOSS_KEY: float(loss_sum), COUNT_KEY: int(len(targets)),
                                    CORRECT_KEY: int((proba.argmax(1) == targets).sum()) if len(targets) else 0}
-    for k in classes:
+    for k in scored_classes(proba.shape[1]):
         for positive in (True, False):
             chosen = bins[targets == k, k] if positive else bins[targets != k, k]
             counts = np.bincount(chosen, minlength=BINS)
@@ -43,8 +46,7 @@ def site_figures(targets: np.ndarray, proba: np.ndarray, loss_sum: float) -> dic
 
 
 def expected_keys(n_classes: int) -> set[str]:
-    classes = [1] if n_classes == 2 else list(range(n_classes))
-    return {LOSS_KEY, COUNT_KEY, CORRECT_KEY} | {hist_key(k, side, b) for k in classes
+    return {LOSS_KEY, COUNT_KEY, CORRECT_KEY} | {hist_key(k, side, b) for k in scored_classes(n_classes)
                                                   for side in (True, False) for b in range(BINS)}
 
 
@@ -55,9 +57,9 @@ def reply_problem(figures: Mapping[str, float], n_classes: int) -> str | None:
     histograms that each account for every one of its cases: anything else would bend the pooled
     AUC or the gate threshold, so it is left out rather than trusted.
     """
-    keys = set(figures)
-    if keys != expected_keys(n_classes):
-        return f"unexpected figures ({len(keys ^ expected_keys(n_classes))} keys differ)"
+    differ = set(figures) ^ expected_keys(n_classes)
+    if differ:
+        return f"unexpected figures ({len(differ)} keys differ)"
     values = np.array([float(v) for v in figures.values()])
     if not np.all(np.isfinite(values)) or np.any(values < 0):
         return "negative or non-finite figures"
@@ -65,8 +67,7 @@ def reply_problem(figures: Mapping[str, float], n_classes: int) -> str | None:
     if np.any(counts != np.round(counts)):
         return "counts that are not whole numbers"
     n = float(figures[COUNT_KEY])
-    classes = [1] if n_classes == 2 else list(range(n_classes))
-    for k in classes:
+    for k in scored_classes(n_classes):
         if sum(float(figures[hist_key(k, side, b)]) for side in (True, False) for b in range(BINS)) != n:
             return f"class {k}'s histogram does not add up to the {n:.0f} cases reported"
     if float(figures[CORRECT_KEY]) > n:
@@ -119,13 +120,12 @@ def summary(total: Mapping[str, float], n_classes: int) -> dict[str, float]:
     n = total.get(COUNT_KEY, 0.0)
     if n == 0:
         return {"n": 0.0}
-    classes = [1] if n_classes == 2 else list(range(n_classes))
-    aucs = [histogram_auc(*_histograms(total, k)) for k in classes]
+    aucs = [histogram_auc(*_histograms(total, k)) for k in scored_classes(n_classes)]
     aucs = [a for a in aucs if not np.isnan(a)]
     return {"n": n, "loss": total[LOSS_KEY] / n, "accuracy": total.get(CORRECT_KEY, 0.0) / n,
             "auc": float(np.mean(aucs)) if aucs else float("nan")}
 
 
-def gate_threshold(total: Mapping[str, float], default: float = 0.5) -> float:
+def decision_threshold(total: Mapping[str, float], default: float = 0.5) -> float:
     """Youden's threshold on the pooled validation scores of a binary network's positive class."""
     return youden_threshold(*_histograms(total, 1), default=default)

@@ -15,7 +15,7 @@ from common.manifest import Case, load_cases
 class SiteData:
     """One site's cases. Datasets are memoised so decoded images are reused across rounds.
 
-    Labelled cases fall in three disjoint parts: training, validation (a stratified share of the
+    Labelled cases (unlabeled ones never train nor score) fall in three disjoint parts: training, validation (a stratified share of the
     pre-hold-out cases that scores each round's global model) and the held-out cohort.
     """
 
@@ -38,9 +38,8 @@ class SiteData:
 
     def train_dataset(self, level: Level | None, cfg: DataConfig, seed: int = 0) -> CaseDataset:
         """Augmented training cases of one sub-model's classes (None: every class, 4-class targets)."""
-        labelled = [c for c in self.train_cases if c.label is not None]
         dataset = self._memo(("train", level.key if level else SHARED, cfg),
-                             lambda: CaseDataset(labelled, cfg, level=level, train=True, seed=seed,
+                             lambda: CaseDataset(self.train_cases, cfg, level=level, train=True, seed=seed,
                                                  cache=self._image_cache(cfg)))
         dataset.seed = seed  # new augmentation draws per round; the decoded images stay cached
         return dataset
@@ -59,7 +58,7 @@ class SiteData:
     def counts(self) -> dict[str, int]:
         """Aggregate case counts (the only description of its data a site shares)."""
         out = {f"train.{lv.key}": sum(c.label in lv.labels for c in self.train_cases) for lv in LEVELS}
-        out[f"train.{SHARED}"] = sum(c.label is not None for c in self.train_cases)
+        out[f"train.{SHARED}"] = len(self.train_cases)  # split_holdout keeps labelled cases only
         out.update({f"validation.{lv.key}": sum(c.label in lv.labels for c in self.validation_cases) for lv in LEVELS})
         out[f"validation.{SHARED}"] = len(self.validation_cases)
         out["train.total"] = len(self.train_cases)

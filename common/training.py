@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -13,6 +14,7 @@ from tqdm.auto import tqdm
 
 from common.config import TrainConfig
 from common.dataset import CaseDataset, balanced_sampler, class_weights
+from common.labels import LEVELS, SHARED
 from common.model import CLAHDM, SubModel
 
 
@@ -103,8 +105,7 @@ def train_submodel(model: SubModel, dataset: CaseDataset, cfg: TrainConfig, epoc
     loader = make_loader(dataset, cfg, shuffle=True)
     n_classes = model.n_classes
     weights = class_weights(dataset.targets(), n_classes) if cfg.balance == "loss" else None
-    criterion = nn.CrossEntropyLoss(weight=None if weights is None else torch.as_tensor(weights, dtype=torch.float32, device=device),
-                                    label_smoothing=cfg.label_smoothing)
+    criterion = nn.CrossEntropyLoss(weight=None if weights is None else torch.as_tensor(weights, dtype=torch.float32, device=device))
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     anchor = [p.detach().clone() for p in model.parameters()] if proximal_mu > 0 else None
     n_epochs = epochs if epochs is not None else cfg.epochs
@@ -154,6 +155,27 @@ def _train_epoch(model, loader, criterion, optimizer, cfg, device, epoch, anchor
         seen += len(target)
         bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.2f}")
     return EpochStats(epoch + 1, total_loss / seen, correct / seen, seen, lr)
+
+
+def train_phases(model: CLAHDM, shared_rounds: int, shared: Callable[[], SubModel],
+                 train_phase: Callable[[str, SubModel], None],
+                 untrained: Callable[[str], bool] = lambda key: True) -> None:
+    """Every run's phase order, federated or not: the shared 4-class network first (when it has
+    rounds), whose weights then start each sub-model that has not trained yet; then each sub-model.
+
+    Args:
+        shared: builds (or, on resume, reloads) the shared network; not called without a shared phase.
+        train_phase: trains one phase's network in place, `train_phase(phase, network)`.
+        untrained: whether a sub-model has no completed round (a resumed run keeps trained ones).
+    """
+    if shared_rounds > 0:
+        network = shared()
+        train_phase(SHARED, network)
+        for level in LEVELS:
+            if untrained(level.key):
+                model.submodels[level.key].initialise_from(network)
+    for level in LEVELS:
+        train_phase(level.key, model.submodels[level.key])
 
 
 class evaluating:

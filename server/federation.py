@@ -18,9 +18,9 @@ from flwr.serverapp import Grid
 
 from common import messages as msg
 from common.config import Profile
-from common.labels import LEVELS, SHARED
+from common.labels import SHARED
 from common.model import CLAHDM, SubModel
-from common.training import seed_everything
+from common.training import seed_everything, train_phases
 from server.recorder import RunRecorder
 from server.settings import Settings
 from server.strategy import RoundReport, make_strategy, short_reason
@@ -86,17 +86,13 @@ def discover_sites(grid: Grid, settings: Settings) -> list[SiteInfo]:
     return sorted(sites, key=lambda s: s.name)
 
 
-def phase_rounds(profile: Profile, phase: str) -> int:
-    return profile.train.shared_rounds if phase == SHARED else profile.train.rounds
-
-
 def train_phase(grid: Grid, settings: Settings, profile: Profile, phase: str, network: SubModel, model: CLAHDM,
                 sites: list[SiteInfo], recorder: RunRecorder) -> None:
     """Federate one phase's network for the rounds it still lacks; `network` is updated in place.
 
     `network` is one of `model`'s sub-models, or the shared network of the first phase.
     """
-    rounds = phase_rounds(profile, phase)
+    rounds = profile.train.phase_rounds(phase)
     done = recorder.completed(phase)
     if done >= rounds:
         log.info("%s: all %d rounds already done", phase, rounds)
@@ -148,15 +144,10 @@ def train_phase(grid: Grid, settings: Settings, profile: Profile, phase: str, ne
 
 def train_all(grid: Grid, settings: Settings, profile: Profile, model: CLAHDM, sites: list[SiteInfo],
               recorder: RunRecorder) -> None:
-    """Every phase in order: the shared network (when configured), then each sub-model."""
-    if profile.train.shared_rounds > 0:
-        shared = recorder.shared_network(profile)
-        train_phase(grid, settings, profile, SHARED, shared, model, sites, recorder)
-        for level in LEVELS:
-            if recorder.completed(level.key) == 0:  # never overwrite a sub-model that has trained
-                model.submodels[level.key].initialise_from(shared)
-    for level in LEVELS:
-        train_phase(grid, settings, profile, level.key, model.submodels[level.key], model, sites, recorder)
+    """Every phase in order (common.training.train_phases); a resumed run keeps trained sub-models."""
+    train_phases(model, profile.train.shared_rounds, lambda: recorder.shared_network(profile),
+                 lambda phase, network: train_phase(grid, settings, profile, phase, network, model, sites, recorder),
+                 untrained=lambda key: recorder.completed(key) == 0)
 
 
 def final_evaluation(grid: Grid, settings: Settings, profile: Profile, model: CLAHDM,

@@ -19,9 +19,7 @@ from common import federated_validation as fv
 from common import messages as msg
 from common.checkpoint import atomic_torch_save, load_checkpoint, save_checkpoint
 from common.config import ConfigError, Profile
-from common.labels import LEVELS, PHASES
-
-LEVEL_KEYS = tuple(level.key for level in LEVELS)
+from common.labels import LEVEL_BY_KEY, PHASES
 from common.model import CLAHDM, SubModel
 from common.signing import sign_checkpoint, sign_digest, weights_digest
 from common.typed_config import to_dict
@@ -33,6 +31,7 @@ if TYPE_CHECKING:
     from server.strategy import RoundReport
 
 log = logging.getLogger("clafed.server")
+LEVEL_KEYS = tuple(LEVEL_BY_KEY)
 
 
 def now() -> str:
@@ -106,12 +105,17 @@ class RunRecorder:
 
     def round_completed(self, phase: str, server_round: int, model: CLAHDM, report: "RoundReport",
                         names: dict[int, str], shared: SubModel | None = None) -> None:
-        """Persist a completed round (the model, or `shared` in the shared phase, holds its aggregate)."""
+        """Persist a completed round (the model, or `shared` in the shared phase, holds its aggregate).
+
+        A shared round writes only the shared network: the CLA-HDM does not change before its
+        sub-models train (and a resumed run initialises them from the shared checkpoint again).
+        """
         if shared is not None:
             atomic_torch_save({k: v.detach().cpu() for k, v in shared.state_dict().items()},
                               self.path / rd.SHARED_CHECKPOINT_FILE)
-        save_checkpoint(self.path / rd.CHECKPOINT_FILE, model, self.settings.build_profile().data,
-                        {"run": self.name, "level": phase, "round": server_round})
+        else:
+            save_checkpoint(self.path / rd.CHECKPOINT_FILE, model, self.settings.build_profile().data,
+                            {"run": self.name, "level": phase, "round": server_round})
         sites = {names.get(n, str(n)): m for n, m in report.replies.items()}
         examples = {name: int(m[msg.NUM_EXAMPLES]) for name, m in sites.items()}
         total = sum(examples.values()) or 1
@@ -142,7 +146,7 @@ class RunRecorder:
                  ", ".join(sorted(examples)), round_seconds, compute)
 
     def validation_completed(self, phase: str, server_round: int, n_classes: int, figures: dict[str, dict]) -> None:
-        """Record a round's pooled validation (aggregate figures only) and keep the gate's scores.
+        """Record a round's pooled validation (aggregate figures only) and a sub-model's threshold.
 
         A reply that does not add up (see `fv.reply_problem`) is logged and left out of the pool.
         """
@@ -159,7 +163,7 @@ class RunRecorder:
                   "sites": {name: int(f.get(fv.COUNT_KEY, 0)) for name, f in figures.items()}}
         rd.append_jsonl(self.path / rd.VALIDATION_FILE, record)
         if phase in LEVEL_KEYS and total.get(fv.COUNT_KEY, 0) > 0:
-            self.state.setdefault("thresholds", {})[phase] = fv.gate_threshold(total)
+            self.state.setdefault("thresholds", {})[phase] = fv.decision_threshold(total)
             rd.write_json(self.path / rd.STATE_FILE, self.state)
         log.info("%s round %d validation: %s", phase, server_round,
                  ", ".join(f"{k} {v:.3f}" for k, v in record.items() if k in ("loss", "accuracy", "auc")) or "no cases")

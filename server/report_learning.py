@@ -31,6 +31,7 @@ def gated_recall(metrics: Mapping[str, float]) -> list[float]:
 
 
 def headroom(model_auc: float, floor: float, ceiling: float) -> float:
+    """Share of the gap between the histogram floor and the drawn-feature ceiling the model closed."""
     gap = ceiling - floor
     return float("nan") if gap <= 0 or np.isnan(model_auc) else (model_auc - floor) / gap
 

@@ -41,10 +41,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from common.config import HoldoutRule, SiteConfig, get_profile
     from common.dataset import CaseDataset
-    from common.labels import CLASSES, LEVELS
+    from common import metrics as m
+    from common.labels import CLASSES, SHARED, phase_level
     from common.model import CLAHDM, SubModel
     from common.site import SiteData
-    from common.training import predict_clahdm, seed_everything, train_submodel
+    from common.training import predict_clahdm, seed_everything, train_phases, train_submodel
     from simulation.difficulty import macro_ovr_auc
     from simulation.runner import synthetic_data
 
@@ -64,23 +65,16 @@ def main(argv: list[str] | None = None) -> int:
     seed_everything(args.seed)
     model = CLAHDM(profile.model)
     started = time.time()
-    if args.shared_epochs:
-        shared = SubModel(profile.model, n_classes=4)
-        train_submodel(shared, CaseDataset(cases, profile.data, train=True, seed=args.seed, cache=images),
-                       replace(profile.train, seed=args.seed), epochs=args.shared_epochs)
-        for level in LEVELS:
-            model.submodels[level.key].initialise_from(shared)
-    for level in LEVELS:
-        dataset = CaseDataset(cases, profile.data, level=level, train=True, seed=args.seed, cache=images)
-        train_submodel(model.submodels[level.key], dataset, replace(profile.train, seed=args.seed), epochs=args.epochs)
+
+    def train_phase(phase: str, network: SubModel) -> None:
+        dataset = CaseDataset(cases, profile.data, level=phase_level(phase), train=True, seed=args.seed, cache=images)
+        train_submodel(network, dataset, replace(profile.train, seed=args.seed),
+                       epochs=args.shared_epochs if phase == SHARED else args.epochs)
+
+    train_phases(model, args.shared_epochs, lambda: SubModel(profile.model, n_classes=4), train_phase)
     preds = predict_clahdm(model, CaseDataset(test, profile.data, cache=images))
     y, pred = preds.targets, preds.hard.argmax(1)
-    levels = []
-    for k, level in enumerate(LEVELS):
-        rows = np.isin(y, [CLASSES.index(c) for c in level.labels])
-        positive = np.isin(y[rows], [CLASSES.index(c) for c in level.positive])
-        levels.append(round(float(roc_auc_score(positive, preds.levels[rows, k])), 3)
-                      if 0 < positive.sum() < positive.size else None)
+    levels = [m.auc_or_nan(targets, preds.levels[rows, k]) for k, (rows, targets) in enumerate(m.level_subsets(y))]
     print(json.dumps({
         "recipe": {"backbone": profile.model.backbone, "size": profile.data.input_size, "lr": profile.train.lr,
                    "batch_size": profile.train.batch_size, "balance": profile.train.balance,
@@ -88,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         "train_cases": len(cases), "test_cases": len(test), "seconds": round(time.time() - started),
         "macro_auc": round(macro_ovr_auc(y, preds.scores), 4),
         "micro_auc": round(float(roc_auc_score(np.eye(len(CLASSES))[y].ravel(), preds.scores.ravel())), 4),
-        "level_auc": levels,
+        "level_auc": [None if np.isnan(a) else round(a, 3) for a in levels],
         "gated_recall": [round(float((pred[y == k] == k).mean()), 2) if (y == k).any() else None
                          for k in range(len(CLASSES))]}), flush=True)
     return 0

@@ -14,12 +14,12 @@ from client.local_training import validation_figures
 from common import messages as msg
 from common.checkpoint import save_checkpoint
 from common.dataset import CaseDataset
-from common.labels import LEVELS, SHARED, phase_level
+from common.labels import SHARED, phase_level
 from common.model import CLAHDM, SubModel
 from common.site import SiteData
-from common.training import resolve_device, seed_everything, train_submodel
+from common.training import resolve_device, seed_everything, train_phases, train_submodel
 from server import run_dir as rd
-from server.federation import SiteInfo
+from server.federation import SiteInfo, with_thresholds
 from server.recorder import RunRecorder
 from server.settings import Settings
 from server.strategy import RoundReport
@@ -43,10 +43,11 @@ def train_centrally(settings: Settings, name: str, trainers: list[SiteData], fol
     seed_everything(settings.seed)
     model = CLAHDM(profile.model)
     device = resolve_device(trainers[0].config.device)
-    cases = [c for site in trainers for c in site.train_cases if c.label is not None]
+    cases = [c for site in trainers for c in site.train_cases]
     images: dict = {}  # decoded once for all phases, as a site does
 
-    def train_phase(phase: str, network, rounds: int) -> None:
+    def train_phase(phase: str, network: SubModel) -> None:
+        rounds = profile.train.phase_rounds(phase)
         dataset = CaseDataset(cases, profile.data, level=phase_level(phase), train=True, seed=settings.seed,
                               cache=images)
         for server_round in range(1, rounds + 1):
@@ -69,15 +70,8 @@ def train_centrally(settings: Settings, name: str, trainers: list[SiteData], fol
             recorder.validation_completed(phase, server_round, network.n_classes, {
                 site.config.name: validation_figures(site, phase, profile, network) for site in trainers})
 
-    if profile.train.shared_rounds > 0:
-        shared = SubModel(profile.model, n_classes=4)
-        train_phase(SHARED, shared, profile.train.shared_rounds)
-        for level in LEVELS:
-            model.submodels[level.key].initialise_from(shared)
-    for level in LEVELS:
-        train_phase(level.key, model.submodels[level.key], profile.train.rounds)
-    gate, *subtypes = recorder.decision_thresholds(profile.model.decision_thresholds)
-    model.threshold, model.subtype_thresholds = gate, tuple(subtypes)
+    train_phases(model, profile.train.shared_rounds, lambda: SubModel(profile.model, n_classes=4), train_phase)
+    with_thresholds(profile, model, recorder)
     model.cpu()
     save_checkpoint(folder / rd.MODEL_FILE, model, profile.data, {"run": folder.name, "trained_on": name})
     recorder.finished()

@@ -87,17 +87,21 @@ def histogram_baseline_auc(train_manifest: Cases, test_manifest: Cases, crop_roi
         train_manifest, test_manifest: a manifest path or a list of `common.manifest.Case`.
         crop_roi: compute the features inside each case's ROI instead of on the whole image.
     """
+    x_train, y_train = _design(load_cases(train_manifest), crop_roi)
+    x_test, y_test = _design(load_cases(test_manifest), crop_roi)
+    return macro_ovr_auc(y_test, fit_predict(x_train, y_train, x_test))
+
+
+def fit_predict(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray) -> np.ndarray:
+    """4-class probabilities of a standardised logistic regression (every reference model's fit)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    x_train, y_train = _design(load_cases(train_manifest), crop_roi)
-    x_test, y_test = _design(load_cases(test_manifest), crop_roi)
-    model = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=5000))
-    model.fit(x_train, y_train)
+    model = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=5000)).fit(x_train, y_train)
     proba = np.zeros((len(x_test), len(CLASSES)))
     proba[:, model.classes_] = model.predict_proba(x_test)
-    return macro_ovr_auc(y_test, proba)
+    return proba
 
 
 # name -> f(train cases, test cases) -> macro OvR AUC. Add learned models here.
@@ -107,37 +111,40 @@ BASELINES: dict[str, Callable[[Cases, Cases], float]] = {
 }
 
 
-def drawn_feature_auc(data: Path) -> float | None:
-    """Reference ceiling: LR on the features the generator drew (what a perfect reader records).
-
-    The features are re-drawn from `synth.json` (preset and seed), so no image is read; returns
-    None for folders not written by `clafed synth`.
-    """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
+def drawn_plans(data: Path) -> list[tuple[object, np.ndarray]] | None:
+    """Every planned case of a `clafed synth` folder with the feature vector the generator drew
+    for it (what a perfect reader records), re-drawn from `synth.json` without reading an image;
+    None for folders not written by `clafed synth`."""
     from simulation.synth.cohort import CohortSpec, Preset, cohort_plan
     from simulation.synth.features import feature_vector, sample_features
     from simulation.synth.render import case_streams
 
-    settings = data / "synth.json"
+    settings = Path(data) / "synth.json"
     if not settings.is_file():
         return None
     saved = json.loads(settings.read_text())
     preset = Preset(saved["preset"]["name"], tuple(CohortSpec(**dict(c, counts=tuple(c["counts"])))
                                                    for c in saved["preset"]["cohorts"]))
+    return [(plan, feature_vector(sample_features(
+                plan.label, case_streams(saved["seed"], plan.site_index, plan.case_index)["features"])))
+            for plan in cohort_plan(preset, saved["seed"])]
+
+
+def drawn_feature_auc(data: Path) -> float | None:
+    """Reference ceiling: LR on the drawn features, hospital 1's training cohort -> internal test.
+
+    None for folders not written by `clafed synth`.
+    """
+    plans = drawn_plans(data)
+    if plans is None:
+        return None
     parts: dict[str, tuple[list, list]] = {"train": ([], []), "internal_test": ([], [])}
-    for plan in cohort_plan(preset, saved["seed"]):
+    for plan, features in plans:
         if plan.cohort in parts:
-            rng = case_streams(saved["seed"], plan.site_index, plan.case_index)["features"]
-            parts[plan.cohort][0].append(feature_vector(sample_features(plan.label, rng)))
+            parts[plan.cohort][0].append(features)
             parts[plan.cohort][1].append(CLASS_INDEX[plan.label])
     (x_train, y_train), (x_test, y_test) = ((np.array(x), np.array(y)) for x, y in parts.values())
-    model = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=5000)).fit(x_train, y_train)
-    proba = np.zeros((len(x_test), len(CLASSES)))
-    proba[:, model.classes_] = model.predict_proba(x_test)
-    return macro_ovr_auc(y_test, proba)
+    return macro_ovr_auc(y_test, fit_predict(x_train, y_train, x_test))
 
 
 def evaluation_sets(data: Path) -> tuple[list[Case], dict[str, list[Case]]]:

@@ -11,51 +11,26 @@ scored on. "Share of the headroom closed" is (model - histogram) / (drawn_featur
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
-from common.labels import CLASS_INDEX, CLASSES
+from common.labels import CLASS_INDEX
 from common.manifest import Case
 from common.site import SiteData
-from simulation.difficulty import histogram_features, macro_ovr_auc
-
-
-def _fit_predict(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray) -> np.ndarray:
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    model = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=5000)).fit(x_train, y_train)
-    proba = np.zeros((len(x_test), len(CLASSES)))
-    proba[:, model.classes_] = model.predict_proba(x_test)
-    return proba
+from simulation.difficulty import drawn_plans, fit_predict, histogram_features, macro_ovr_auc
 
 
 def drawn_features(data_dir: Path) -> dict[str, np.ndarray] | None:
     """case id -> the generator's drawn feature vector, or None when `data_dir` is not synthetic."""
-    from simulation.synth.cohort import CohortSpec, Preset, cohort_plan
-    from simulation.synth.features import feature_vector, sample_features
-    from simulation.synth.render import case_streams
-
-    settings = Path(data_dir) / "synth.json"
-    if not settings.is_file():
-        return None
-    saved = json.loads(settings.read_text())
-    preset = Preset(saved["preset"]["name"], tuple(CohortSpec(**dict(c, counts=tuple(c["counts"])))
-                                                   for c in saved["preset"]["cohorts"]))
-    out = {}
-    for plan in cohort_plan(preset, saved["seed"]):
-        rng = case_streams(saved["seed"], plan.site_index, plan.case_index)["features"]
-        out[plan.case_id] = feature_vector(sample_features(plan.label, rng))
-    return out
+    plans = drawn_plans(data_dir)
+    return None if plans is None else {plan.case_id: features for plan, features in plans}
 
 
 def _auc(features, train: list[Case], test: list[Case]) -> float:
     y_train = np.array([CLASS_INDEX[c.label] for c in train])
     y_test = np.array([CLASS_INDEX[c.label] for c in test])
-    proba = _fit_predict(np.stack([features(c) for c in train]), y_train, np.stack([features(c) for c in test]))
+    proba = fit_predict(np.stack([features(c) for c in train]), y_train, np.stack([features(c) for c in test]))
     return macro_ovr_auc(y_test, proba)
 
 
@@ -75,12 +50,6 @@ def reference_aucs(sites: list[SiteData], data_dir: Path | None = None) -> dict[
             figures["drawn_feature"] = _auc(lambda c: drawn[c.case_id], train, test)
         out[site.config.name] = figures
     return out
-
-
-def headroom_closed(model_auc: float, histogram: float, ceiling: float) -> float:
-    """Share of the gap between the histogram floor and the drawn-feature ceiling the model closed."""
-    gap = ceiling - histogram
-    return float("nan") if gap <= 0 else (model_auc - histogram) / gap
 
 
 def write_references(run_dir: Path, sites: list[SiteData], data_dir: Path | None) -> dict:

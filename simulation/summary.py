@@ -40,7 +40,7 @@ def site_table(folders: dict[str, Path]) -> str:
 
 def reference_lines(run_dir: Path, folders: dict[str, Path]) -> list[str]:
     """Macro AUC beside the histogram floor and drawn-feature ceiling, with the headroom closed."""
-    from simulation.references import headroom_closed
+    from server.report_learning import headroom
 
     references = rd.read_json(run_dir / rd.REFERENCES_FILE, {}) or {}
     lines = []
@@ -51,7 +51,7 @@ def reference_lines(run_dir: Path, folders: dict[str, Path]) -> list[str]:
                 continue
             text = f"{mode:<10} {site:<12} macro AUC {auc:.3f}; histogram floor {ref['histogram']:.3f}"
             if "drawn_feature" in ref:
-                share = headroom_closed(auc, ref["histogram"], ref["drawn_feature"])
+                share = headroom(auc, ref["histogram"], ref["drawn_feature"])
                 text += f", drawn-feature ceiling {ref['drawn_feature']:.3f}: {100 * share:.0f} % of the headroom closed"
             lines.append(text)
     return lines

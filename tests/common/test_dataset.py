@@ -103,3 +103,24 @@ def test_roi_reaching_past_the_image_is_padded_black():
                                                            augment=AugmentConfig(box_jitter=0.0)))
     assert prepared.image.shape[:2] == (32, 32)
     assert prepared.image[:, -3:].max() == 0 and prepared.image[:, :3].min() == 200
+
+
+def test_a_site_decodes_each_image_once_for_all_its_datasets(site_manifest, tiny_profile, monkeypatch):
+    """Shared phase, sub-models, validation and held-out cohort reuse one decoded copy per case."""
+    from common import dataset as dataset_module
+    from common.config import SiteConfig
+    from common.site import SiteData
+
+    reads = []
+    real = dataset_module.read_image
+    monkeypatch.setattr(dataset_module, "read_image", lambda path: reads.append(path) or real(path))
+    site = SiteData.load(SiteConfig(name="s", manifest=site_manifest, validation_fraction=0.25,
+                                    holdout=HoldoutRule(kind="fraction", fraction=0.25)))
+    cfg = tiny_profile.data
+    datasets = [site.train_dataset(None, cfg), *(site.train_dataset(lv, cfg) for lv in LEVELS),
+                site.validation_dataset(None, cfg), site.validation_dataset(LEVELS[0], cfg), site.heldout_dataset(cfg)]
+    for _ in range(2):
+        for ds in datasets:
+            for i in range(len(ds)):
+                ds[i]
+    assert len(reads) == len(set(reads)) == 2 * 16  # a BUS and a CDFI image per case, each read once

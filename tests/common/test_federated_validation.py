@@ -38,13 +38,13 @@ def test_four_class_summary_is_the_macro_one_vs_rest_auc():
 def test_youden_moves_the_gate_to_where_the_classes_separate():
     y = np.array([1] * 10 + [0] * 10)
     p = np.array([0.35] * 10 + [0.1] * 10)  # a network that under-calls the positive class
-    threshold = fv.gate_threshold(fv.site_figures(y, binary(p), 0.0))
+    threshold = fv.decision_threshold(fv.site_figures(y, binary(p), 0.0))
     assert 0.1 < threshold <= 0.35
 
 
 def test_the_gate_keeps_its_default_without_both_classes():
     y = np.ones(5, dtype=int)
-    assert fv.gate_threshold(fv.site_figures(y, binary(np.full(5, 0.9)), 0.0), default=0.5) == 0.5
+    assert fv.decision_threshold(fv.site_figures(y, binary(np.full(5, 0.9)), 0.0), default=0.5) == 0.5
 
 
 def test_the_keys_do_not_depend_on_the_cohort():

@@ -12,7 +12,7 @@ from common import messages as msg
 from common.labels import LEVELS, SHARED
 from common.model import CLAHDM
 from server import run_dir as rd
-from server.federation import FederationError, SiteInfo, train_all, train_phase
+from server.federation import FederationError, SiteInfo, train_all, train_phase, with_thresholds
 from server.strategy import short_reason
 from server.recorder import RunRecorder
 from server.settings import Settings
@@ -127,3 +127,12 @@ def test_validation_rounds_are_recorded_and_choose_the_gate(tmp_path, tiny_profi
     # Perfect separation between 0.3 and 0.65: Youden's best edges span that gap; the one nearest 0.5 wins.
     assert recorder.decision_thresholds((0.5, 0.5, 0.5)) == pytest.approx((0.5, 0.5, 0.5))
     assert rd.read_json(tmp_path / "run" / rd.RUN_FILE)["decision_thresholds"]["submodel2"] == pytest.approx(0.5)
+
+
+def test_the_chosen_thresholds_reach_the_model_and_the_profile_the_sites_receive(tmp_path, tiny_profile):
+    recorder = RunRecorder.open(Settings(profile="tiny", run_dir=str(tmp_path / "run")))
+    recorder.state["thresholds"] = {"submodel1": 0.3, "submodel3": 0.65}  # sub-model 2 was never validated
+    model = CLAHDM(tiny_profile.model)
+    sent = with_thresholds(tiny_profile, model, recorder)
+    assert model.decision_thresholds == sent.model.decision_thresholds == (0.3, 0.5, 0.65)
+    assert msg.profile_from_json(msg.profile_to_json(sent)).model.subtype_thresholds == (0.5, 0.65)
