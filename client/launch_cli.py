@@ -8,6 +8,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from client.app_guard import write_launcher
 from common.config import ConfigError, SiteConfig, load_site_config
 from common.launch import flower_env, run_forwarding
 
@@ -88,7 +89,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"clafed client: {site_yaml}: root_certificates not set; trusting the system CAs only "
               "(set it to the deployment's ca.crt)", file=sys.stderr)
     home.mkdir(parents=True, exist_ok=True)
-    rc = run_forwarding(command, flower_env(FLWR_HOME=str(home)), cwd=home)
+    # Flower starts `flwr-clientapp` by name for every message: ours checks the app first.
+    guarded = write_launcher(home / "bin")
+    rc = run_forwarding(command, flower_env(first_on_path=[guarded.parent], FLWR_HOME=str(home)), cwd=home)
     # flwr exits 1 on any error (its own code, e.g. 305 for a refused connection, is only logged);
     # a stop by signal gives a negative code and needs no hint.
     if rc > 0:

@@ -9,15 +9,17 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 
-def flower_env(base: Mapping[str, str] | None = None, **extra: str) -> dict[str, str]:
+def flower_env(base: Mapping[str, str] | None = None, first_on_path: Sequence[Path] = (), **extra: str) -> dict[str, str]:
     """The environment for flower-superlink/-supernode: this interpreter's bin folder first on PATH.
 
     Flower starts helpers (flower-superexec, flwr-serverapp, flwr-clientapp) by name, so they must
-    be found next to the interpreter clafed runs in, even when the venv is not activated.
+    be found next to the interpreter clafed runs in, even when the venv is not activated;
+    `first_on_path` goes before it (clafed's guarded flwr-clientapp).
     """
     env = dict(os.environ if base is None else base)
     bin_dir = str(Path(sys.executable).parent)
-    env["PATH"] = os.pathsep.join([bin_dir, *[p for p in env.get("PATH", "").split(os.pathsep) if p]])
+    env["PATH"] = os.pathsep.join([*map(str, first_on_path), bin_dir,
+                                   *[p for p in env.get("PATH", "").split(os.pathsep) if p]])
     env.update(extra)
     return env
 

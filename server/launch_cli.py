@@ -1,4 +1,8 @@
-"""`clafed server --certs DIR`: start the coordinator's Flower SuperLink with TLS and node authentication."""
+"""`clafed server --certs DIR`: start the coordinator's Flower SuperLink with TLS and node authentication.
+
+The SuperLink runs behind server.superlink_guard: its Control API (registering nodes, starting
+runs) answers only on the coordinator's control address, never to a remote host.
+"""
 from __future__ import annotations
 
 import argparse
@@ -7,6 +11,7 @@ import sys
 from pathlib import Path
 
 from common.launch import flower_env, run_forwarding
+from server.superlink_guard import DEFAULT_CONTROL_HOSTS
 from server.certs import CA_CERT, REGISTRY, SERVER_CERT, SERVER_KEY
 
 # Flower 1.41 serves the Fleet, Control and runtime APIs over HTTPS on this one port.
@@ -14,9 +19,16 @@ DEFAULT_PORT = 8000
 DEFAULT_DATABASE = "superlink_state.db"
 
 
-def superlink_command(certs: Path, *, database: Path | None, host: str = "0.0.0.0", port: int = DEFAULT_PORT) -> list[str]:
-    """The flower-superlink command line (pure: no file is read or checked)."""
+def superlink_command(certs: Path, *, database: Path | None, host: str = "0.0.0.0", port: int = DEFAULT_PORT,
+                      control_hosts: tuple[str, ...] = DEFAULT_CONTROL_HOSTS) -> list[str]:
+    """The guarded flower-superlink command line (pure: no file is read or checked).
+
+    `flower-superlink ARGS` runs as `python -m server.superlink_guard --control-host H -- ARGS`.
+    """
     certs = Path(certs)
+    guard = [sys.executable, "-m", "server.superlink_guard"]
+    for control_host in control_hosts:
+        guard += ["--control-host", control_host]
     command = [
         "flower-superlink",
         "--ssl-ca-certfile", str(certs / CA_CERT),
@@ -31,7 +43,7 @@ def superlink_command(certs: Path, *, database: Path | None, host: str = "0.0.0.
     if database is not None:
         # Registered nodes and runs survive a SuperLink restart (without it they live in memory).
         command += ["--database", str(database)]
-    return command
+    return [*guard, "--", *command]
 
 
 def missing_credentials(certs: Path) -> list[Path]:
@@ -43,6 +55,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--certs", required=True, help="the folder `clafed certs` wrote")
     parser.add_argument("--host", default="0.0.0.0", help="interface to listen on (default all)")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"HTTPS port (default {DEFAULT_PORT})")
+    parser.add_argument("--control-host", action="append", dest="control_hosts", default=None,
+                        help="local address on which the Control API (flwr run, flwr supernode register) "
+                             "answers; repeatable (default 127.0.0.1 and ::1: only `flwr` on this machine)")
     parser.add_argument("--database", default=DEFAULT_DATABASE,
                         help=f"SuperLink state file: registered nodes, runs (default ./{DEFAULT_DATABASE})")
     parser.add_argument("--no-database", action="store_true",
@@ -55,7 +70,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     certs = Path(args.certs).resolve()
     database = None if args.no_database else Path(args.database).resolve()
-    command = superlink_command(certs, database=database, host=args.host, port=args.port)
+    control_hosts = tuple(args.control_hosts or DEFAULT_CONTROL_HOSTS)
+    command = superlink_command(certs, database=database, host=args.host, port=args.port,
+                                control_hosts=control_hosts)
     if args.print_only:
         print(shlex.join(command))
         return 0
@@ -64,7 +81,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"clafed server: missing {', '.join(map(str, missing))}; create them with "
               "`clafed certs --out DIR --server-host HOST --sites ...` and pass --certs DIR", file=sys.stderr)
         return 2
-    print(f"clafed server: SuperLink on {args.host}:{args.port}; register each site once with "
+    print(f"clafed server: SuperLink on {args.host}:{args.port}; its Control API answers only on "
+          f"{', '.join(control_hosts)}: register each site once from this machine with "
           f"`flwr supernode register SITE/supernode.pub FEDERATION` (keys listed in {certs / REGISTRY})",
           file=sys.stderr)
     return run_forwarding(command, flower_env())

@@ -6,6 +6,7 @@ commands the containers run; the hospitals' YAMLs are the repository's examples 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -49,7 +50,10 @@ def deployment(tmp_path_factory):
     procs = Processes(base / "logs")
     try:
         assert clafed(["synth", "--preset", "small", "--seed", "0", "--out", str(base / "data")]) == 0
-        creds = generate_credentials(base / "credentials", ["127.0.0.1", "localhost"], [*SITES, "rogue"])
+        # 127.0.0.2 plays a remote address: the SuperLink listens everywhere, its Control API answers
+        # only on the control address 127.0.0.1 (a remote host can never reach that one).
+        creds = generate_credentials(base / "credentials", ["127.0.0.1", "127.0.0.2", "localhost"],
+                                     [*SITES, "rogue"])
         port = free_port()
         address = f"127.0.0.1:{port}"
         procs.markers.append(address)
@@ -57,8 +61,8 @@ def deployment(tmp_path_factory):
         # State in memory: with a --database file, Flower 1.41's SQLite (5 s lock timeout) answers
         # "database is locked" while the ~120 MB final model is stored, and the run dies (seen here
         # on disk and on tmpfs alike; see docs/deployment.md).
-        superlink = procs.start("superlink", [*CLAFED, "server", "--certs", str(creds.out), "--host", "127.0.0.1",
-                                              "--port", str(port), "--no-database"],
+        superlink = procs.start("superlink", [*CLAFED, "server", "--certs", str(creds.out), "--host", "0.0.0.0",
+                                              "--port", str(port), "--no-database", "--control-host", "127.0.0.1"],
                                 cwd=base / "superlink", env=env_with(FLWR_HOME=str(base / "superlink" / "home")))
         wait_for(lambda: READY in superlink.text() or not superlink.alive(), 60, "the SuperLink", procs.dump)
         assert superlink.alive(), procs.dump()
@@ -69,7 +73,8 @@ def deployment(tmp_path_factory):
             assert result.returncode == 0 and "registered successfully" in result.stdout, result.stdout
         nodes = {}
         for site in SITES:
-            path = site_yaml(base, site, base / "data", creds, address)
+            # The sites reach the Fleet API like remote hosts do.
+            path = site_yaml(base, site, base / "data", creds, f"127.0.0.2:{port}")
             runtime = free_port()
             procs.markers.append(f"127.0.0.1:{runtime}")  # the node's flwr-clientapp processes
             nodes[site] = procs.start(site, [*CLAFED, "client", "--site", str(path), "--runtime-port", str(runtime)],
@@ -77,7 +82,8 @@ def deployment(tmp_path_factory):
         for site, node in nodes.items():
             wait_for(lambda: "SuperNode ID" in node.text() or not node.alive(), 60, f"{site} to connect", procs.dump)
             assert node.alive(), procs.dump()
-        yield {"base": base, "creds": creds, "address": address, "home": home, "procs": procs, "nodes": nodes}
+        yield {"base": base, "creds": creds, "address": address, "port": port, "home": home, "procs": procs,
+               "nodes": nodes}
     finally:
         procs.stop_all()
 
@@ -103,6 +109,44 @@ def test_a_supernode_without_the_ca_cannot_connect_and_says_why(deployment):
     assert node.popen.returncode != 0
     log = node.text()
     assert "CERTIFICATE_VERIFY_FAILED" in log and "root_certificates" in log, log
+
+
+def test_an_outsider_holding_the_ca_can_neither_register_a_node_nor_start_a_run(deployment):
+    base, creds, procs = deployment["base"], deployment["creds"], deployment["procs"]
+    outside = flower_home(base / "outsider", "outside", f"127.0.0.2:{deployment['port']}", creds.ca_cert)
+    register = run_flwr(["supernode", "register", str(creds.site_keys["rogue"][1]), "outside", "--name", "rogue"],
+                        outside, 60, cwd=base)
+    assert register.returncode != 0 and "registered successfully" not in register.stdout, register.stdout
+    assert "answers only on the coordinator's control address" in register.stdout, register.stdout
+    run = run_flwr(["run", str(REPO), "outside", "--run-config", 'profile="tiny"'], outside, 120, cwd=base)
+    assert run.returncode != 0 and "control address" in run.stdout, run.stdout
+    listing = run_flwr(["list"], outside, 60, cwd=base)
+    assert listing.returncode != 0, listing.stdout
+    # The coordinator, on the control address, sees no run and no rogue node.
+    nodes = run_flwr(["supernode", "list", FEDERATION], deployment["home"], 60, cwd=base)
+    assert nodes.returncode == 0 and "rogue" not in nodes.stdout, nodes.stdout
+    assert "refused an app" not in procs.dump()  # nothing even reached a site
+
+
+def test_an_app_other_than_the_installed_clafed_never_runs_at_a_site(deployment):
+    """Even a run the coordinator starts is refused by the sites when its code differs from theirs."""
+    base, procs = deployment["base"], deployment["procs"]
+    app = base / "altered-app"
+    for package in ("client", "common", "server", "simulation"):
+        shutil.copytree(REPO / package, app / package, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "pyproject.toml", app / "pyproject.toml")
+    marker = base / "altered-app-ran"
+    client_app = app / "client" / "client_app.py"
+    client_app.write_text(client_app.read_text() + f"\nfrom pathlib import Path\nPath({str(marker)!r}).touch()\n")
+    config = (f'profile="tiny" rounds=1 run-dir="{base / "altered-run"}" min-sites=3 connect-timeout=60.0 '
+              'round-timeout=60.0')
+    run_flwr(["run", str(app), FEDERATION, "--run-config", config], deployment["home"], 120, cwd=base)
+    nodes = deployment["nodes"]
+    wait_for(lambda: all("refused an app sent by the SuperLink" in n.text() for n in nodes.values()), 120,
+             "every site to refuse the altered app", procs.dump)
+    assert not marker.exists()
+    assert "client/client_app.py: differs from the clafed installed here" in nodes["hospital1"].text()
+    assert all(node.alive() for node in nodes.values()), procs.dump()
 
 
 def test_a_one_round_tiny_run_completes_and_every_site_evaluates_the_signed_model(deployment):

@@ -22,7 +22,11 @@ def flag(command: list[str], name: str) -> str:
 
 
 def test_superlink_command_has_tls_node_auth_database_and_no_runtime_installs(tmp_path):
-    command = superlink_command(tmp_path, database=tmp_path / "s.db", host="127.0.0.1", port=9999)
+    guarded = superlink_command(tmp_path, database=tmp_path / "s.db", host="127.0.0.1", port=9999)
+    # Flower's SuperLink behind clafed's Control API guard, on the loopback control address.
+    assert guarded[1:3] == ["-m", "server.superlink_guard"]
+    assert flag(guarded, "--control-host") == "127.0.0.1"
+    command = guarded[guarded.index("--") + 1:]
     assert command[0] == "flower-superlink"
     assert flag(command, "--ssl-ca-certfile") == str(tmp_path / "ca.crt")
     assert flag(command, "--ssl-certfile") == str(tmp_path / "superlink.crt")
