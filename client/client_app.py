@@ -1,7 +1,9 @@
 """The ClientApp every hospital runs inside its SuperNode.
 
 Four messages: who are you (name, role, case counts), train one phase's network for a round,
-score that round's global network on the validation cases, and evaluate the final CLA-HDM. Replies carry weights, counts and aggregate figures only.
+score that round's global network on the validation cases, and evaluate the final CLA-HDM. Replies
+carry weights, counts and aggregate figures only; a failure reaches the server as its kind and a
+count (client/disclosure.py), the detail stays in this site's log.
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from flwr.app import Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
 from common import messages as msg
+from client.disclosure import reported
 from client.final_evaluation import evaluate_final_model
 from client.local_training import train_round, validate_round
 from client.site_context import current_site
@@ -24,6 +27,7 @@ if os.environ.get("CLAFED_TORCH_THREADS"):
 
 
 @app.query("site_info")
+@reported
 def site_info(message: Message, context: Context) -> Message:
     site = current_site(context.node_config)
     info = msg.config_record({"name": site.config.name, "role": site.config.role, "cohort": site.cohort()})
@@ -32,6 +36,7 @@ def site_info(message: Message, context: Context) -> Message:
 
 
 @app.train()
+@reported
 def train(message: Message, context: Context) -> Message:
     site = current_site(context.node_config)
     config = message.content[msg.CONFIG]
@@ -44,6 +49,7 @@ def train(message: Message, context: Context) -> Message:
 
 
 @app.evaluate("validate")
+@reported
 def validate(message: Message, context: Context) -> Message:
     site = current_site(context.node_config)
     config = message.content[msg.CONFIG]
@@ -53,6 +59,7 @@ def validate(message: Message, context: Context) -> Message:
 
 
 @app.evaluate()
+@reported
 def evaluate(message: Message, context: Context) -> Message:
     site = current_site(context.node_config)
     figures = evaluate_final_model(site, message.content[msg.ARRAYS], message.content[msg.CONFIG])

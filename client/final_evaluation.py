@@ -10,7 +10,9 @@ from pathlib import Path
 
 from flwr.app import ArrayRecord, ConfigRecord
 
+from client.disclosure import shareable_evaluation
 from common import messages as msg
+from common.names import checked_name
 from common.model import CLAHDM
 from common.site import SiteData
 from common.training import resolve_device
@@ -46,7 +48,8 @@ def evaluate_final_model(site: SiteData, arrays: ArrayRecord, config: ConfigReco
     model = CLAHDM(replace(profile.model, pretrained="none"))  # weights come from the server
     model.load_state_dict(msg.arrays_to_state(arrays, model.state_dict()))
     device = resolve_device(site.config.device)
-    out_dir = site.config.output_dir / str(config.get("run", "run"))
+    # The run's name comes from the server: a folder name, never a path.
+    out_dir = site.config.output_dir / checked_name(config.get("run", "run"), "run name sent by the server")
     figures: dict[str, float | int] = {"n_cases": 0}
     if site.heldout_cases:
         figures = evaluate_site(model, site.heldout_cases, profile.data, out_dir / "evaluation",
@@ -55,5 +58,6 @@ def evaluate_final_model(site: SiteData, arrays: ArrayRecord, config: ConfigReco
         pictures = write_heatmaps(model, site.heldout_cases, profile.data, site.config.heatmaps,
                                   out_dir / "heatmaps", device)
         figures = dict(figures, heatmaps=len(pictures))
+    figures = shareable_evaluation(figures, min_cohort=site.config.min_cohort, min_cell=site.config.min_cell)
     log.info("%s: evaluated %d held-out cases; outputs in %s", site.config.name, len(site.heldout_cases), out_dir)
     return figures

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from flwr.app import ArrayRecord
 
+from client.disclosure import shareable_validation
 from common import federated_validation as fv
 from common import messages as msg
 from common.config import Profile
@@ -57,9 +58,9 @@ def train_round(site: SiteData, phase: str, profile: Profile, arrays: ArrayRecor
                "accuracy": last.accuracy if last else 0.0, "train_seconds": seconds, "epochs": len(history),
                "lr": last.lr if last else 0.0,
                # ru_maxrss is in KiB on Linux: the site process's peak memory so far
-               "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
-    if device.type == "cuda":
-        figures["peak_gpu_bytes"] = int(torch.cuda.max_memory_allocated(device))
+               "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+               # The same figures from every site, GPU or not (0 without one).
+               "peak_gpu_bytes": int(torch.cuda.max_memory_allocated(device)) if device.type == "cuda" else 0}
     return msg.state_to_arrays(model.cpu().state_dict()), figures
 
 
@@ -81,4 +82,4 @@ def validation_figures(site: SiteData, phase: str, profile: Profile, model: SubM
                                   device=resolve_device(site.config.device))  # (0, n_classes) without cases
     targets = dataset.targets()
     loss_sum = float(-np.log(np.clip(proba[np.arange(len(targets)), targets], 1e-7, 1.0)).sum())
-    return fv.site_figures(targets, proba, loss_sum)
+    return shareable_validation(fv.site_figures(targets, proba, loss_sum), model.n_classes, site.config.min_cohort)

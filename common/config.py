@@ -2,14 +2,17 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
 from common.labels import SHARED
+from common.names import name_problem
 from common.typed_config import ConfigError, from_dict, merge, read_yaml, to_dict
 
 BACKBONES = ("resnet10", "resnet18", "resnet34", "resnet50")
+DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 
 @dataclass(frozen=True)
@@ -207,8 +210,20 @@ class SiteConfig:
     auth_public_key: Path | None = None
     # The coordinator's Ed25519 public key: models not signed by it are refused.
     coordinator_public_key: Path | None = None
+    # Small-number rules for what leaves the site (client/disclosure.py): a cohort below
+    # min_cohort returns case counts only; confusion cells below min_cell cases are left out.
+    min_cohort: int = 10
+    min_cell: int = 3
 
     def __post_init__(self) -> None:
+        problem = name_problem(self.name)
+        if problem:
+            raise ValueError(f"name: {problem} (it names the site's files at the coordinator)")
+        if self.batch_size < 1 or self.num_workers < 0 or self.min_cohort < 1 or self.min_cell < 1:
+            raise ValueError(f"batch_size, min_cohort and min_cell must be >= 1 and num_workers >= 0 (got "
+                             f"{self.batch_size}, {self.min_cohort}, {self.min_cell}, {self.num_workers})")
+        if not DEVICE_PATTERN.fullmatch(self.device):
+            raise ValueError(f"device must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
         if not 0.0 <= self.validation_fraction < 0.5:
             raise ValueError(f"validation_fraction must lie in [0, 0.5), got {self.validation_fraction}")
 

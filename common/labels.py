@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from common.errors import ProtocolError
+
 # The fixed output order of CLA-HDM; every probability vector and report uses it.
 CLASSES: tuple[str, ...] = ("reactive", "tuberculous", "lymphoma", "metastatic")
 CLASS_INDEX: dict[str, int] = {name: i for i, name in enumerate(CLASSES)}
@@ -60,7 +62,7 @@ def phase_level(phase: str) -> Level | None:
     if phase == SHARED:
         return None
     if phase not in LEVEL_BY_KEY:
-        raise ValueError(f"unknown training phase {phase!r}: expected {SHARED} or one of {', '.join(LEVEL_BY_KEY)}")
+        raise ProtocolError(f"unknown training phase {phase!r}: expected {SHARED} or one of {', '.join(LEVEL_BY_KEY)}")
     return LEVEL_BY_KEY[phase]
 
 

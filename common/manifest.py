@@ -12,7 +12,14 @@ ROI_COLUMNS = ("roi_x", "roi_y", "roi_w", "roi_h")
 
 
 class ManifestError(ValueError):
-    """A manifest cannot be used; the message lists every problem with its case id."""
+    """A manifest cannot be used; the message lists every problem with its case id.
+
+    `count` is how many problems (what a site may tell the server, without the ids).
+    """
+
+    def __init__(self, message: str, count: int = 1) -> None:
+        super().__init__(message)
+        self.count = count
 
 
 @dataclass(frozen=True)
@@ -80,5 +87,6 @@ def load_cases(path: str | Path, check_images: bool = True) -> list[Case]:
     problems = validate_table(table, path.parent, check_images=check_images)
     if problems:
         listing = "\n".join(f"  {p}" for p in problems)
-        raise ManifestError(f"{path}: {len(problems)} problem(s); fix them or run `clafed validate {path}`:\n{listing}")
+        raise ManifestError(f"{path}: {len(problems)} problem(s); fix them or run `clafed validate {path}`:\n{listing}",
+                            count=len(problems))
     return [row_to_case(row, path.parent) for row in table.to_dict("records")]

@@ -13,6 +13,7 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
 from common.config import Profile, get_profile
+from common.errors import ProtocolError
 from common.typed_config import from_dict, to_dict
 
 # Message types (Flower: "train" and "evaluate" are built in; custom ones are "query.<name>").
@@ -46,13 +47,13 @@ def arrays_to_state(arrays: ArrayRecord, reference: Mapping[str, torch.Tensor]) 
     state = arrays.to_torch_state_dict()
     missing, extra = set(reference) - set(state), set(state) - set(reference)
     if missing or extra:
-        raise ValueError(f"received weights do not fit the model: missing {sorted(missing)[:5]}, "
+        raise ProtocolError(f"received weights do not fit the model: missing {sorted(missing)[:5]}, "
                          f"unexpected {sorted(extra)[:5]} (server and site run different clafed versions?)")
     out = {}
     for key, ref in reference.items():
         value = state[key]
         if tuple(value.shape) != tuple(ref.shape):
-            raise ValueError(f"received weights for {key} have shape {tuple(value.shape)}, "
+            raise ProtocolError(f"received weights for {key} have shape {tuple(value.shape)}, "
                              f"the model expects {tuple(ref.shape)}")
         out[key] = value.round().to(ref.dtype) if not ref.dtype.is_floating_point else value.to(ref.dtype)
     return out

@@ -20,6 +20,7 @@ from common import messages as msg
 from common.config import Profile
 from common.labels import SHARED
 from common.model import CLAHDM, SubModel
+from common.names import name_problem
 from common.training import seed_everything, train_phases
 from server.recorder import RunRecorder
 from server.settings import Settings
@@ -59,6 +60,22 @@ def wait_for_sites(grid: Grid, settings: Settings) -> list[int]:
     return nodes
 
 
+def site_from_reply(node: int, content: RecordDict) -> tuple[SiteInfo | None, str | None]:
+    """A site's self-description, or why it cannot be believed (its name becomes a file name)."""
+    info, metrics = content.get(msg.SITE), content.get(msg.METRICS)
+    if info is None or metrics is None or not {"name", "role", "cohort"} <= set(info):
+        return None, "its site_info reply lacks the name, role, cohort or counts"
+    problem = name_problem(info["name"])
+    if problem:
+        return None, f"site name refused: {problem}"
+    if info["role"] not in ("train", "evaluate"):
+        return None, f"unknown role {str(info['role'])[:40]!r}"
+    if not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 10 ** 7 for v in metrics.values()):
+        return None, "case counts that are not whole numbers between 0 and 10^7"
+    return SiteInfo(node, str(info["name"]), str(info["role"]), str(info["cohort"])[:200],
+                    {str(k): int(v) for k, v in metrics.items()}), None
+
+
 def discover_sites(grid: Grid, settings: Settings) -> list[SiteInfo]:
     """Ask every connected node who it is; a site that cannot load its data is reported by name."""
     nodes = wait_for_sites(grid, settings)
@@ -70,9 +87,11 @@ def discover_sites(grid: Grid, settings: Settings) -> list[SiteInfo]:
         if reply.has_error():
             problems.append(f"node {node}: {short_reason(reply.error.reason)}")
             continue
-        info = reply.content[msg.SITE]
-        counts = {k: int(v) for k, v in reply.content[msg.METRICS].items()}
-        sites.append(SiteInfo(node, str(info["name"]), str(info["role"]), str(info["cohort"]), counts))
+        site, problem = site_from_reply(node, reply.content)
+        if problem:
+            problems.append(f"node {node}: {problem}")
+        else:
+            sites.append(site)
     answered = {r.metadata.src_node_id for r in replies}
     problems += [f"node {node}: no answer within {settings.connect_timeout:.0f} s" for node in nodes if node not in answered]
     for problem in problems:
@@ -110,6 +129,9 @@ def train_phase(grid: Grid, settings: Settings, profile: Profile, phase: str, ne
         for node, reason in report.failures.items():
             log.error("%s round %d: site %s failed: %s", phase, done + report.server_round, names.get(node, node),
                       reason)
+        for node, scale in report.clipped.items():
+            log.warning("%s round %d: the update of %s was %.0f x the round's median: scaled by %.3f",
+                        phase, done + report.server_round, names.get(node, node), settings.clip_factor / scale, scale)
         missing = [names.get(n, str(n)) for n in trainers_ids if n not in report.replies and n not in report.failures]
         if missing:
             log.error("%s round %d: no reply from %s within %.0f s", phase, done + report.server_round,
@@ -131,7 +153,8 @@ def train_phase(grid: Grid, settings: Settings, profile: Profile, phase: str, ne
                                       {names.get(n, str(n)): f for n, f in figures.items()})
 
     validators = [s.node_id for s in sites if s.role == "train" and s.counts.get(f"validation.{phase}", 0) > 0]
-    strategy = make_strategy(settings, trainers_ids, on_round, validators, on_validation)
+    declared = {s.node_id: s.counts[f"train.{phase}"] for s in trainers}
+    strategy = make_strategy(settings, trainers_ids, on_round, validators, on_validation, declared)
     config = msg.config_record({
         "level": phase, "profile": msg.profile_to_json(profile), "rounds": rounds,
         "round-offset": done, "seed": settings.seed})

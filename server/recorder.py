@@ -21,6 +21,7 @@ from common.checkpoint import atomic_torch_save, load_checkpoint, save_checkpoin
 from common.config import ConfigError, Profile
 from common.labels import LEVEL_BY_KEY, PHASES
 from common.model import CLAHDM, SubModel
+from common.names import name_problem
 from common.signing import sign_checkpoint, sign_digest, weights_digest
 from common.typed_config import to_dict
 from server import run_dir as rd
@@ -52,6 +53,9 @@ class RunRecorder:
     def open(cls, settings: Settings) -> "RunRecorder":
         """A new run folder, or the existing one when resuming (refusing to mix two runs)."""
         path = settings.run_path().resolve()
+        problem = name_problem(path.name)
+        if problem:  # the name travels to every site, which makes a folder of it
+            raise ConfigError(f"run folder {path}: {problem}")
         state = rd.read_json(path / rd.STATE_FILE)
         if settings.resume:
             if state is None:
@@ -129,6 +133,8 @@ class RunRecorder:
             "accuracy": sum(float(m.get("accuracy", 0.0)) * examples[n] for n, m in sites.items()) / total,
             "sites": {name: {k: float(v) for k, v in m.items()} for name, m in sites.items()},
             "failed_sites": {names.get(n, str(n)): reason for n, reason in report.failures.items()},
+            # Sites whose update was scaled down to the clipping bound, with the factor.
+            "clipped_sites": {names.get(n, str(n)): scale for n, scale in report.clipped.items()},
             # Local compute: the slowest site (sites train in parallel) and the sum over sites.
             "round_seconds": round_seconds, "compute_seconds": compute,
             "compute_seconds_total": sum(float(m.get("train_seconds", 0.0)) for m in sites.values()),

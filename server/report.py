@@ -295,9 +295,15 @@ def site_details(run: RunRecords) -> list[Block]:
                 for f in FIGURE_NAMES]
         blocks.append(table_block(["figure", *sites], rows))
     blocks.append(heading("Confusion matrices (rows: true class, columns: gated prediction)", 3))
+    blocks.append(text_block("A site leaves out cells of fewer cases than its `min_cell` (shown as `<min`), and "
+                             "returns counts only for a cohort below its `min_cohort`."))
     for site in sites:
         metrics = run.evaluations[site]["metrics"]
-        rows = [[c, *(fmt(metrics.get(f"clahdm.cm.{i}.{j}"), 0) for j in range(len(CLASSES)))]
+        if metrics.get("withheld"):
+            blocks.append(text_block(f"**{site}**: figures withheld by the site (cohort below its minimum)"))
+            continue
+        rows = [[c, *(fmt(metrics[f"clahdm.cm.{i}.{j}"], 0) if f"clahdm.cm.{i}.{j}" in metrics else "<min"
+                      for j in range(len(CLASSES)))]
                 for i, c in enumerate(CLASSES)]
         blocks += [text_block(f"**{site}**"), table_block(["true \\ predicted", *CLASSES], rows)]
     return blocks

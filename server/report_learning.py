@@ -22,10 +22,11 @@ from server.report import (Block, RunRecords, fmt, heading, plot_block, png_byte
 
 
 def gated_recall(metrics: Mapping[str, float]) -> list[float]:
-    """Recall of each class under the gated prediction (NaN for a class without cases)."""
+    """Recall of each class under the gated prediction (NaN for a class without cases, or whose
+    row lost a cell to the site's small-number rule)."""
     out = []
     for i in range(len(CLASSES)):
-        row = [float(metrics.get(f"clahdm.cm.{i}.{j}", 0.0)) for j in range(len(CLASSES))]
+        row = [float(metrics.get(f"clahdm.cm.{i}.{j}", float("nan"))) for j in range(len(CLASSES))]
         out.append(row[i] / sum(row) if sum(row) else float("nan"))
     return out
 

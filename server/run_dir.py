@@ -24,6 +24,8 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+
+from common.names import checked_name
 from typing import Any
 
 RUN_FILE = "run.json"
@@ -70,7 +72,8 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 def evaluation_path(run_dir: Path, site: str) -> Path:
-    return Path(run_dir) / EVALUATION_DIR / f"{site}.json"
+    """A site's evaluation record; the site's name must be a plain file name (common.names)."""
+    return Path(run_dir) / EVALUATION_DIR / f"{checked_name(site, 'site name')}.json"
 
 
 def read_evaluations(run_dir: Path) -> dict[str, dict]:

@@ -16,7 +16,7 @@ from common.config import ConfigError, Profile, get_profile
 from common.typed_config import from_dict
 
 ENV_RUN_CONFIG = "CLAFED_RUN_CONFIG"
-STRATEGIES = ("fedavg", "fedprox", "fedadam")
+STRATEGIES = ("fedavg", "fedprox", "fedadam", "fedmedian", "fedtrimmedavg", "krum")
 
 
 @dataclass(frozen=True)
@@ -32,9 +32,16 @@ class Settings:
     # Overrides of the profile's learning rate and batch size (0 = keep the profile's).
     lr: float = 0.0
     batch_size: int = 0
-    strategy: Literal["fedavg", "fedprox", "fedadam"] = "fedavg"
+    # fedmedian, fedtrimmedavg and krum are Flower's Byzantine-robust aggregators (they need
+    # several training sites to mean anything).
+    strategy: Literal["fedavg", "fedprox", "fedadam", "fedmedian", "fedtrimmedavg", "krum"] = "fedavg"
     proximal_mu: float = 0.01  # FedProx only
     server_lr: float = 0.01  # FedAdam only (its eta)
+    trim_beta: float = 0.2  # FedTrimmedAvg only: the fraction cut at each end
+    krum_malicious: int = 0  # Krum only: how many sites may be malicious
+    # A site's update larger than this multiple of the round's median update norm is scaled down
+    # to it (needs two or more training sites; 0 switches clipping off).
+    clip_factor: float = 3.0
     # Sites: how many must be connected before the run starts, and how many training replies a
     # round needs to count (fewer: the run stops, resumable, instead of averaging one site).
     min_sites: int = 1

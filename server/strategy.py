@@ -1,19 +1,23 @@
 """Flower's strategies, aimed at the sites that hold cases for the sub-model being trained.
 
-Aggregation stays Flower's (FedAvg, FedProx, FedAdam from `flwr.serverapp.strategy`); we only
-choose the nodes of a round and observe each round's replies so the server can record them.
+Aggregation stays Flower's (FedAvg, FedProx, FedAdam, and the robust FedMedian, FedTrimmedAvg and
+Krum from `flwr.serverapp.strategy`); we choose the nodes of a round, refuse replies that fail
+server.reply_checks, bound each update's norm relative to the others, and hand every round's
+replies to the server's recorder.
 """
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import FedAdam, FedAvg, FedProx
+from flwr.serverapp.strategy import FedAdam, FedAvg, FedMedian, FedProx, FedTrimmedAvg, Krum
 
 from common.messages import ARRAYS, CONFIG, METRICS, NUM_EXAMPLES, TRAIN, VALIDATE
+from server import reply_checks
 from server.settings import Settings
 
 
@@ -28,6 +32,8 @@ class RoundReport:
     replies: dict[int, dict] = field(default_factory=dict)
     failures: dict[int, str] = field(default_factory=dict)
     targeted: list[int] = field(default_factory=list)
+    # node id -> the factor its update was shrunk by (norm clipping), for the sites clipped
+    clipped: dict[int, float] = field(default_factory=dict)
     started: float = 0.0
     finished: float = 0.0
 
@@ -35,6 +41,7 @@ class RoundReport:
 def short_reason(reason: str) -> str:
     """The site's own error message without the transport's traceback around it."""
     text = reason.split("Message:", 1)[-1] if "Message:" in reason else reason
+    text = re.sub(r"^\s*<class '[\w.]+'>:<'", "", text)  # Flower's "<class 'X'>:<'message'>"
     text = text.strip()
     text = text[:-2] if text.endswith("'>") else text  # Ray wraps the message as <'...'>
     lines = [line.strip() for line in text.splitlines() if line.strip()]
@@ -51,6 +58,11 @@ class TargetedRounds:
 
     targets: list[int]
     on_round: Callable[[RoundReport], None]
+    # node id -> the training cases of this phase the site declared when it joined: a reply
+    # must report exactly that many.
+    declared: dict[int, int]
+    # Updates above this multiple of the round's median update norm are scaled down to it (0: off).
+    clip_factor: float = 0.0
     # Sites holding validation cases of this phase, and who receives their replies (round,
     # node id -> aggregate figures, node id -> failure).
     validators: list[int]
@@ -60,6 +72,7 @@ class TargetedRounds:
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
         self._started = time.time()
+        self._sent = arrays
         sampled = list(super().configure_train(server_round, arrays, config, grid))  # type: ignore[misc]
         if not sampled:
             return []
@@ -70,17 +83,38 @@ class TargetedRounds:
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]):
         replies = list(replies)
-        ok = [r for r in replies if not r.has_error()]
         failures = {r.metadata.src_node_id: short_reason(r.error.reason) for r in replies if r.has_error()}
+        ok = []
+        for reply in (r for r in replies if not r.has_error()):
+            node = reply.metadata.src_node_id
+            problem = reply_checks.train_reply_problem(reply.content, self._sent, self.declared.get(node, 0))
+            if problem:
+                failures[node] = f"reply refused: {problem}"
+            else:
+                ok.append(reply)
+        figures = {r.metadata.src_node_id: dict(r.content[METRICS]) for r in ok}
         # A site that had nothing to train on this round must not zero the weighted average.
         useful = [r for r in ok if int(r.content[METRICS][NUM_EXAMPLES]) > 0]
+        scales = self._clip(useful)
+        for reply in useful:  # Flower's strategy sees the checked weights and the averaged figures only
+            reply.content[METRICS] = reply_checks.aggregated_metrics(reply.content[METRICS])
         arrays, metrics = super().aggregate_train(server_round, useful) if useful else (None, None)  # type: ignore[misc]
         report = RoundReport(
-            server_round=server_round, arrays=arrays, metrics=metrics,
-            replies={r.metadata.src_node_id: dict(r.content[METRICS]) for r in ok},
-            failures=failures, targeted=list(self._targeted), started=self._started, finished=time.time())
+            server_round=server_round, arrays=arrays, metrics=metrics, replies=figures,
+            failures=failures, targeted=list(self._targeted), started=self._started, finished=time.time(),
+            clipped=scales)
         self.on_round(report)
         return arrays, metrics
+
+    def _clip(self, replies: list[Message]) -> dict[int, float]:
+        """Scale down, in place, the updates far larger than the round's median update."""
+        norms = {r.metadata.src_node_id: reply_checks.update_norm(r.content[ARRAYS], self._sent) for r in replies}
+        scales = reply_checks.clip_scales(norms, self.clip_factor)
+        for reply in replies:
+            if reply.metadata.src_node_id in scales:
+                scale = scales[reply.metadata.src_node_id]
+                reply.content[ARRAYS] = reply_checks.clipped(reply.content[ARRAYS], self._sent, scale)
+        return scales
 
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                            grid: Grid) -> Iterable[Message]:
@@ -116,11 +150,24 @@ class TargetedFedAdam(TargetedRounds, FedAdam):
     pass
 
 
+class TargetedFedMedian(TargetedRounds, FedMedian):
+    pass
+
+
+class TargetedFedTrimmedAvg(TargetedRounds, FedTrimmedAvg):
+    pass
+
+
+class TargetedKrum(TargetedRounds, Krum):
+    pass
+
+
 def make_strategy(settings: Settings, targets: list[int], on_round: Callable[[RoundReport], None],
                   validators: list[int] = (),
-                  on_validation: Callable[[int, dict[int, dict], dict[int, str]], None] | None = None) -> FedAvg:
+                  on_validation: Callable[[int, dict[int, dict], dict[int, str]], None] | None = None,
+                  declared: dict[int, int] | None = None) -> FedAvg:
     """The configured Flower strategy, restricted to `targets` (node ids) and, for the evaluate
-    round, to `validators`."""
+    round, to `validators`; `declared` holds each target's case count from its site_info."""
     # fraction_train ~ 0 and min_train_nodes=1: Flower's sampler then only waits for one
     # connected node; which nodes train and validate is decided by TargetedRounds.
     common = dict(fraction_train=1e-9, fraction_evaluate=1e-9, min_train_nodes=1, min_evaluate_nodes=0,
@@ -130,9 +177,17 @@ def make_strategy(settings: Settings, targets: list[int], on_round: Callable[[Ro
         strategy: FedAvg = TargetedFedAvg(**common)
     elif settings.strategy == "fedprox":
         strategy = TargetedFedProx(proximal_mu=settings.proximal_mu, **common)
-    else:
+    elif settings.strategy == "fedadam":
         strategy = TargetedFedAdam(eta=settings.server_lr, **common)
+    elif settings.strategy == "fedmedian":
+        strategy = TargetedFedMedian(**common)
+    elif settings.strategy == "fedtrimmedavg":
+        strategy = TargetedFedTrimmedAvg(beta=settings.trim_beta, **common)
+    else:
+        strategy = TargetedKrum(num_malicious_nodes=settings.krum_malicious, **common)
     strategy.targets = list(targets)
+    strategy.declared = dict(declared or {})
+    strategy.clip_factor = settings.clip_factor
     strategy.on_round = on_round
     strategy.validators = list(validators)
     strategy.on_validation = on_validation if validators else None

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from common.config import PROFILES
+from server.settings import STRATEGIES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -16,7 +17,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shared-rounds", type=int, default=-1,
                         help="rounds of the shared 4-class phase before the sub-models (0: none; default: the profile's)")
     parser.add_argument("--local-epochs", type=int, default=0, help="local epochs per round (default: the profile's)")
-    parser.add_argument("--strategy", choices=("fedavg", "fedprox", "fedadam"), default="fedavg")
+    parser.add_argument("--strategy", choices=STRATEGIES, default="fedavg",
+                        help="Flower's aggregation; fedmedian, fedtrimmedavg and krum resist a poisoned site")
     parser.add_argument("--lr", type=float, default=0.0, help="learning rate (default: the profile's)")
     data = parser.add_argument_group("data (default: synthetic paper-like hospitals, cached)")
     data.add_argument("--data", default=None, help="a folder of <site>/manifest.csv, or a pooled manifest.csv to split")

@@ -8,22 +8,24 @@ from flwr.app import Context, Message, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
 from client import client_app
+from client.disclosure import SiteFailure
 from common import messages as msg
-from common.config import ConfigError
 from common import federated_validation as fv
 from common.labels import LEVELS, PHASES, SHARED
 from common.model import SubModel
 from tests.sitegen import write_site
 
 TaskIdentity.run_id = TaskIdentity.task_id = TaskIdentity.node_id = 1
-TRAIN_FIGURES = {msg.NUM_EXAMPLES, "loss", "accuracy", "train_seconds", "epochs", "lr", "peak_rss_bytes"}
+TRAIN_FIGURES = {msg.NUM_EXAMPLES, "loss", "accuracy", "train_seconds", "epochs", "lr", "peak_rss_bytes",
+                 "peak_gpu_bytes"}
 
 
 @pytest.fixture
 def site_yaml(tmp_path):
     manifest = write_site(tmp_path / "data", {"reactive": 3, "tuberculous": 3, "lymphoma": 3, "metastatic": 3})
     path = tmp_path / "hospital9.yaml"
-    path.write_text(yaml.safe_dump({"name": "hospital9", "manifest": str(manifest), "batch_size": 4,
+    # min_cohort 1: these cohorts of a few cases may share their figures (tests of the rules set it).
+    path.write_text(yaml.safe_dump({"name": "hospital9", "manifest": str(manifest), "batch_size": 4, "min_cohort": 1,
                                     "holdout": {"kind": "fraction", "fraction": 0.34},
                                     "output_dir": str(tmp_path / "out"), "device": "cpu"}))
     return path
@@ -90,13 +92,13 @@ def test_validation_reply_is_counts_and_sums_only(site_yaml, tiny_profile, phase
 def test_an_unknown_phase_is_refused_by_name(site_yaml, tiny_profile):
     _, message = phase_request(tiny_profile, "submodel1", msg.TRAIN)
     message.content[msg.CONFIG]["level"] = "submodel9"
-    with pytest.raises(ValueError, match="unknown training phase 'submodel9'"):
+    with pytest.raises(SiteFailure, match="unknown training phase 'submodel9'"):
         client_app.train(message, context(site_yaml))
 
 
 def test_a_node_without_a_site_says_how_to_configure_it():
     ctx = Context(run_id=1, node_id=5, node_config={}, state=RecordDict(), run_config={})
-    with pytest.raises(ConfigError, match="site-config"):
+    with pytest.raises(SiteFailure, match="the site's configuration is invalid"):
         client_app.site_info(request(RecordDict(), msg.SITE_INFO), ctx)
 
 

@@ -47,7 +47,8 @@ class FakeGrid:
                 figures = fv.site_figures(targets, np.stack([1 - p, p], 1), loss_sum=2.0)
                 replies.append(Message(RecordDict({msg.METRICS: msg.metric_record(figures)}), reply_to=request))
             elif node == 1 and request.metadata.message_type == msg.TRAIN:
-                figures = {msg.NUM_EXAMPLES: 10, "loss": 0.5, "accuracy": 0.8, "train_seconds": 1.0}
+                declared = sites()[0].counts[f"train.{request.content[msg.CONFIG]['level']}"]
+                figures = {msg.NUM_EXAMPLES: declared, "loss": 0.5, "accuracy": 0.8, "train_seconds": 1.0}
                 replies.append(Message(msg.train_reply(request.content[msg.ARRAYS], figures), reply_to=request))
             elif self.second == "fails":
                 replies.append(Message(Error(code=0, reason="Message: case h2-003: image unreadable"), reply_to=request))
