@@ -76,8 +76,8 @@ def site_from_reply(node: int, content: RecordDict) -> tuple[SiteInfo | None, st
                     {str(k): int(v) for k, v in metrics.items()}), None
 
 
-def discover_sites(grid: Grid, settings: Settings) -> list[SiteInfo]:
-    """Ask every connected node who it is; a site that cannot load its data is reported by name."""
+def discover_sites(grid: Grid, settings: Settings) -> tuple[list[SiteInfo], list[str]]:
+    """Ask every connected node who it is: the usable sites, and a line for each node that failed."""
     nodes = wait_for_sites(grid, settings)
     queries = [Message(RecordDict(), dst_node_id=node, message_type=msg.SITE_INFO) for node in nodes]
     replies = list(grid.send_and_receive(queries, timeout=settings.connect_timeout))
@@ -102,7 +102,7 @@ def discover_sites(grid: Grid, settings: Settings) -> list[SiteInfo]:
     if len(sites) < settings.min_sites:
         raise FederationError(f"{len(sites)} usable sites, {settings.min_sites} required; "
                               + ("; ".join(problems) or "no site answered"))
-    return sorted(sites, key=lambda s: s.name)
+    return sorted(sites, key=lambda s: s.name), problems
 
 
 def train_phase(grid: Grid, settings: Settings, profile: Profile, phase: str, network: SubModel, model: CLAHDM,
@@ -136,6 +136,7 @@ def train_phase(grid: Grid, settings: Settings, profile: Profile, phase: str, ne
         if missing:
             log.error("%s round %d: no reply from %s within %.0f s", phase, done + report.server_round,
                       ", ".join(missing), settings.round_timeout)
+        report.silent = missing
         if len(useful) < needed or report.arrays is None:
             raise FederationError(
                 f"{phase} round {done + report.server_round}: {len(useful)} site(s) contributed, {needed} required "
@@ -210,8 +211,8 @@ def run_federation(grid: Grid, settings: Settings) -> RunRecorder:
     """The whole run; returns the recorder whose folder holds every record of it."""
     profile = settings.build_profile()
     recorder = RunRecorder.open(settings)
-    sites = discover_sites(grid, settings)
-    recorder.started(sites, profile)
+    sites, problems = discover_sites(grid, settings)
+    recorder.started(sites, profile, problems)
     seed_everything(settings.seed)
     model = recorder.initial_model(profile)
     train_all(grid, settings, profile, model, sites, recorder)

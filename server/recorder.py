@@ -73,12 +73,22 @@ class RunRecorder:
         """Rounds of a phase (`shared` or a sub-model's key) committed so far."""
         return int(self.state["completed"].get(phase, 0))
 
-    def started(self, sites: list["SiteInfo"], profile: Profile) -> None:
+    def started(self, sites: list["SiteInfo"], profile: Profile, site_failures: list[str] = ()) -> None:
+        """Record who takes part; a resumed run must have the same sites and settings as before."""
         previous = rd.read_json(self.path / rd.RUN_FILE, {})
         profile_config = json.loads(json.dumps(to_dict(profile)))
         if previous and previous.get("profile_config") != profile_config:
             raise ConfigError(f"cannot resume {self.path}: it was trained with another profile/overrides "
                               f"({previous.get('profile')}); pass the same settings as the first attempt")
+        site_roles = sorted([s.name, s.role] for s in sites)
+        if previous and sorted([s["name"], s["role"]] for s in previous.get("sites", [])) != site_roles:
+            raise ConfigError(f"cannot resume {self.path}: it was started with the sites "
+                              f"{', '.join(s['name'] for s in previous.get('sites', []))}, now "
+                              f"{', '.join(name for name, _ in site_roles)} answered; start the same sites")
+        changed = rd.changed_settings(previous.get("settings", {}), json.loads(settings_json(self.settings)))
+        if previous and changed:
+            raise ConfigError(f"cannot resume {self.path}: settings differ from the first attempt "
+                              f"({', '.join(changed)}); pass the same settings")
         info = dict(previous)
         info.update({
             "settings": json.loads(settings_json(self.settings)), "profile": profile.name, "profile_config": profile_config,
@@ -88,6 +98,8 @@ class RunRecorder:
             "protocol": info.get("protocol", "federated"),
             "sites": [{"name": s.name, "role": s.role, "cohort": s.cohort, "counts": s.counts} for s in sites],
             "started": info.get("started") or now(), "finished": None,
+            # Nodes that could not take part (they failed to load or describe their site).
+            "site_failures": list(site_failures),
             "resumed": info.get("resumed", []) + ([now()] if self.settings.resume else []),
         })
         rd.write_json(self.path / rd.RUN_FILE, info)
@@ -135,6 +147,7 @@ class RunRecorder:
             "failed_sites": {names.get(n, str(n)): reason for n, reason in report.failures.items()},
             # Sites whose update was scaled down to the clipping bound, with the factor.
             "clipped_sites": {names.get(n, str(n)): scale for n, scale in report.clipped.items()},
+            "silent_sites": list(report.silent),
             # Local compute: the slowest site (sites train in parallel) and the sum over sites.
             "round_seconds": round_seconds, "compute_seconds": compute,
             "compute_seconds_total": sum(float(m.get("train_seconds", 0.0)) for m in sites.values()),
@@ -218,9 +231,9 @@ class RunRecorder:
         return record
 
     def evaluation_failed(self, site: str, reason: str) -> None:
-        failures = rd.read_json(self.path / "evaluation_failures.json", {})
+        failures = rd.read_json(self.path / rd.FAILURES_FILE, {})
         failures[site] = reason
-        rd.write_json(self.path / "evaluation_failures.json", failures)
+        rd.write_json(self.path / rd.FAILURES_FILE, failures)
 
     def finished(self) -> None:
         info = rd.read_json(self.path / rd.RUN_FILE, {})

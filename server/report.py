@@ -29,7 +29,6 @@ REPORT_HTML = "report.html"
 PLOTS_DIR = "report_plots"
 FAITHFULNESS_FILE = "faithfulness.json"
 READERS_FILE = "readers.md"
-FAILURES_FILE = "evaluation_failures.json"
 MODEL_ROWS: tuple[tuple[str, str], ...] = tuple((lv.key, f"Sub-model {i + 1} ({lv.title})")
                                                 for i, lv in enumerate(LEVELS)) + (("clahdm", "CLA-HDM"),)
 # Table 1's columns: (header, figure of a sub-model, figure of CLA-HDM or None when it has none).
@@ -49,7 +48,8 @@ class RunRecords:
     info: dict
     rounds: list[dict]
     evaluations: dict[str, dict]
-    failures: dict[str, str]
+    # Sites that failed to join, failed or stayed silent in a round or failed their evaluation.
+    problems: list[str]
 
     @property
     def mode(self) -> str:
@@ -69,7 +69,7 @@ def load_run(path: Path) -> RunRecords:
     """Read one run folder's records (missing files read as empty)."""
     path = Path(path)
     return RunRecords(path, rd.read_json(path / rd.RUN_FILE, {}) or {}, rd.read_jsonl(path / rd.METRICS_FILE),
-                      rd.read_evaluations(path), rd.read_json(path / FAILURES_FILE, {}) or {})
+                      rd.read_evaluations(path), rd.run_problems(path))
 
 
 # ---- numbers ----------------------------------------------------------------------------------
@@ -310,10 +310,10 @@ def site_details(run: RunRecords) -> list[Block]:
 
 
 def failures_block(run: RunRecords) -> list[Block]:
-    if not run.failures:
+    """Every site failure of the run, so a figure computed without a site is never read as complete."""
+    if not run.problems:
         return []
-    rows = [[site, reason] for site, reason in sorted(run.failures.items())]
-    return [heading("Evaluations that failed", 3), table_block(["site", "reason"], rows)]
+    return [heading("Site failures", 3), table_block(["what happened"], [[p] for p in run.problems])]
 
 
 def training_curves(run: RunRecords, title: str = "Training") -> list[Block]:

@@ -39,6 +39,7 @@ SHARED_CHECKPOINT_FILE = "checkpoints/shared.pt"
 MODEL_FILE = "model.pt"
 SIGNATURE_FILE = "model.sig"
 EVALUATION_DIR = "evaluation"
+FAILURES_FILE = "evaluation_failures.json"
 MODES = ("federated", "pooled", "local")
 
 
@@ -86,3 +87,30 @@ def compared_runs(run_dir: Path) -> dict[str, Path]:
     """{mode: run folder} when RUN_DIR is a comparison, else {} ."""
     run_dir = Path(run_dir)
     return {mode: run_dir / mode for mode in MODES if (run_dir / mode / RUN_FILE).is_file()}
+
+
+# Settings a resumed run may change: where and how long to wait, not what is trained.
+RESUMABLE_SETTINGS = frozenset({"resume", "connect_timeout", "round_timeout", "eval_timeout", "min_sites",
+                                "min_train_sites", "run_dir"})
+
+
+def changed_settings(before: dict, now: dict) -> list[str]:
+    """Names of the settings that differ between a run's first attempt and its resumption."""
+    return sorted(k for k in set(before) | set(now) if k not in RESUMABLE_SETTINGS and before.get(k) != now.get(k))
+
+
+def run_problems(run_dir: Path) -> list[str]:
+    """Every way a finished (or stopped) run fell short: sites that failed to join, failed or stayed
+    silent in a round, failed their evaluation, or a run that never finished."""
+    run_dir = Path(run_dir)
+    info = read_json(run_dir / RUN_FILE, {})
+    problems = [f"could not take part: {reason}" for reason in info.get("site_failures", [])]
+    for record in read_jsonl(run_dir / METRICS_FILE):
+        where = f"{record['level']} round {record['round']}"
+        problems += [f"{where}: {site} failed: {reason}" for site, reason in record.get("failed_sites", {}).items()]
+        problems += [f"{where}: {site} sent no reply" for site in record.get("silent_sites", [])]
+    problems += [f"evaluation at {site} failed: {reason}"
+                 for site, reason in read_json(run_dir / FAILURES_FILE, {}).items()]
+    if info and not info.get("finished"):
+        problems.append("the run did not finish (see its log; resume it with --resume / resume=true)")
+    return problems

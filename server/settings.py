@@ -16,6 +16,8 @@ from common.config import ConfigError, Profile, get_profile
 from common.typed_config import from_dict
 
 ENV_RUN_CONFIG = "CLAFED_RUN_CONFIG"
+# Fewer bootstrap resamples cannot give a confidence interval.
+MIN_BOOTSTRAP = 10
 STRATEGIES = ("fedavg", "fedprox", "fedadam", "fedmedian", "fedtrimmedavg", "krum")
 
 
@@ -66,6 +68,20 @@ class Settings:
                               f"(-1: the profile's); got {self.rounds}, {self.local_epochs}, {self.shared_rounds}")
         if self.min_train_sites < 1 or self.min_sites < 1:
             raise ConfigError("min_sites and min_train_sites must be >= 1")
+        # Checked before any site is contacted: a bad value must not cost a trained run.
+        ranges = {
+            "lr": self.lr >= 0, "batch_size": self.batch_size >= 0, "proximal_mu": self.proximal_mu >= 0,
+            "server_lr": self.server_lr > 0, "trim_beta": 0 <= self.trim_beta < 0.5,
+            "krum_malicious": self.krum_malicious >= 0, "clip_factor": self.clip_factor >= 0,
+            "connect_timeout": self.connect_timeout > 0, "round_timeout": self.round_timeout > 0,
+            "eval_timeout": self.eval_timeout > 0, "seed": self.seed >= 0,
+            "bootstrap": self.bootstrap >= MIN_BOOTSTRAP,
+        }
+        bad = [f"{name}={getattr(self, name)!r}" for name, ok in ranges.items() if not ok]
+        if bad:
+            raise ConfigError(f"run config out of range: {', '.join(bad)} (lr, batch_size, proximal_mu, seed, "
+                              f"krum_malicious, clip_factor >= 0; server_lr and timeouts > 0; trim_beta in [0, 0.5); "
+                              f"bootstrap >= {MIN_BOOTSTRAP})")
         get_profile(self.profile)  # unknown profile names fail here, before any site is contacted
 
     def build_profile(self) -> Profile:

@@ -34,6 +34,8 @@ class RoundReport:
     targeted: list[int] = field(default_factory=list)
     # node id -> the factor its update was shrunk by (norm clipping), for the sites clipped
     clipped: dict[int, float] = field(default_factory=dict)
+    # names of the targeted sites that neither replied nor failed (set by the server)
+    silent: list[str] = field(default_factory=list)
     started: float = 0.0
     finished: float = 0.0
 

@@ -14,6 +14,7 @@ import yaml
 
 from common.config import ConfigError
 from server import run_dir as rd
+from server.federation import FederationError
 from server.settings import ENV_RUN_CONFIG, Settings, settings_json
 
 
@@ -120,11 +121,17 @@ def run_federated(settings: Settings, site_yamls: list[Path], federation: Federa
     os.environ["CLAFED_TORCH_THREADS"] = str(max(1, int(federation.cpus_per_client)))
     cpus = os.cpu_count() or 1
     gpus = _gpu_count()
-    run_simulation(
-        server_app=server_app, client_app=client_app, num_supernodes=len(site_yamls),
-        backend_config={"client_resources": {"num_cpus": federation.cpus_per_client,
-                                             "num_gpus": federation.gpus_per_client if gpus else 0.0},
-                        "init_args": {"num_cpus": cpus, "num_gpus": gpus, "include_dashboard": False}})
+    try:
+        run_simulation(
+            server_app=server_app, client_app=client_app, num_supernodes=len(site_yamls),
+            backend_config={"client_resources": {"num_cpus": federation.cpus_per_client,
+                                                 "num_gpus": federation.gpus_per_client if gpus else 0.0},
+                            "init_args": {"num_cpus": cpus, "num_gpus": gpus, "include_dashboard": False}})
+    except FederationError:
+        # A run that finished with site problems keeps its records (rd.run_problems reads them for
+        # the summary and the exit code); one that stopped early is the caller's error.
+        if not rd.read_json(Path(settings.run_dir) / rd.RUN_FILE, {}).get("finished"):
+            raise
     return Path(settings.run_dir)
 
 
@@ -157,7 +164,8 @@ def simulate(run_dir: Path, settings: Settings, federation: Federation, manifest
             raise ConfigError(f"{folder} already holds a run: resume it with --resume or choose another --out")
         folder.mkdir(parents=True, exist_ok=True)
         site_yamls = write_site_yamls(manifests, folder, federation, batch_size=settings.build_profile().train.batch_size)
-        mode_settings = replace(settings, run_dir=str(folder.resolve()))
+        # Every site started here must take part: a site that fails to load stops the run.
+        mode_settings = replace(settings, run_dir=str(folder.resolve()), min_sites=len(site_yamls))
         if mode == "federated":
             run_federated(mode_settings, site_yamls, federation)
         elif mode == "pooled":

@@ -46,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
     import logging
 
     from common.config import ConfigError
+    from server import run_dir as rd
     from server.federation import FederationError
     from server.settings import Settings
     from simulation.runner import Federation, simulate, site_manifests
@@ -74,4 +75,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"clafed simulate: {err}", file=sys.stderr)
         return 2
     print_summary(run_dir, folders)
+    problems = [f"{mode}: {p}" for mode, folder in folders.items() for p in rd.run_problems(folder)]
+    if problems:
+        print(f"clafed simulate: the run finished with {len(problems)} site problem(s) (listed above and in "
+              "the report)", file=sys.stderr)
+        return 1
     return 0

@@ -33,8 +33,7 @@ def site_table(folders: dict[str, Path]) -> str:
             m = record["metrics"]
             cells = [f"{figure(m, COLUMNS[0][1], True):<24}"] + [f"{figure(m, key):<8}" for _, key in COLUMNS[1:]]
             lines.append(f"{mode:<10} {site:<12} {record['role']:<9} {record['n_cases']:>4}  " + "  ".join(cells))
-        failures = rd.read_json(folder / "evaluation_failures.json", {})
-        lines += [f"{mode:<10} {site:<12} evaluation failed: {reason}" for site, reason in failures.items()]
+        lines += [f"{mode:<10} PROBLEM: {problem}" for problem in rd.run_problems(folder)]
     return "\n".join(lines)
 
 
