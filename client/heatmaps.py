@@ -5,6 +5,7 @@ and never leave it.
 """
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,7 +123,7 @@ def explain_images(model: CLAHDM, bus: np.ndarray, cdfi: np.ndarray, roi: tuple[
 
 def explain_case(model: CLAHDM, case: Case, data_cfg: DataConfig, device: torch.device) -> CaseExplanation:
     """`explain_images` on a manifest case (ImageError naming the file if an image cannot be read)."""
-    return explain_images(model, read_image(case.bus_path), read_image(case.cdfi_path), case.roi,
+    return explain_images(model, read_image(case.bus_path, None), read_image(case.cdfi_path, None), case.roi,
                           data_cfg, device, case.case_id)
 
 
@@ -217,8 +218,15 @@ def write_picture(path: str | Path, picture: np.ndarray) -> Path:
 
 
 def picture_name(case_id: str) -> str:
-    """A file name for a case's picture; characters a file system may reject become '_'."""
-    return re.sub(r"[^A-Za-z0-9._-]", "_", case_id or "case") + "_heatmap.png"
+    """A file name for a case's picture; characters a file system may reject become '_'.
+
+    An id that had to be changed gets a short hash of the original, so `pat 7` and `pat/7`
+    never share a file.
+    """
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", case_id or "case")[:100]
+    if safe != case_id:
+        safe += "-" + hashlib.sha256((case_id or "").encode()).hexdigest()[:8]
+    return safe + "_heatmap.png"
 
 
 # ---- site evaluation --------------------------------------------------------------------------
@@ -238,7 +246,7 @@ def write_heatmaps(model: CLAHDM, cases: list[Case], data_cfg: DataConfig, selec
     """Write one heatmap picture per selected case into `out_dir`; returns the paths written."""
     paths = []
     for case in select_cases(cases, selection, seed):
-        bus, cdfi = read_image(case.bus_path), read_image(case.cdfi_path)
+        bus, cdfi = read_image(case.bus_path, None), read_image(case.cdfi_path, None)  # validated at load
         explanation = explain_images(model, bus, cdfi, case.roi, data_cfg, device, case.case_id)
         picture = render_picture(explanation, bus, cdfi, truth=case.label)
         paths.append(write_picture(Path(out_dir) / picture_name(case.case_id), picture))

@@ -32,6 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true",
                         help="print JSON instead of text: one object for --bus/--cdfi, a list otherwise")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
+    parser.add_argument("--public-key", type=Path, default=None,
+                        help="the coordinator's model_signing.pub: refuse a model it did not sign (MODEL.sig)")
 
 
 def parse_roi(text: str) -> tuple[int, int, int, int]:
@@ -54,10 +56,16 @@ def run(args: argparse.Namespace) -> int:
 
     from common.checkpoint import load_checkpoint
     from common.manifest import ManifestError
+    from common.signing import signature_path, verify_checkpoint
     from common.training import resolve_device
 
     try:
         cases, problems = _cases(args)
+        if args.public_key is not None:
+            verify_checkpoint(args.model, args.public_key)  # SignatureError is a ValueError
+        elif not signature_path(args.model).is_file():
+            print(f"warning: {args.model} is unsigned; nothing shows who made it or that it is unchanged "
+                  "(pass --public-key to require the coordinator's signature)", file=sys.stderr)
         loaded = load_checkpoint(args.model)
     except (ManifestError, FileNotFoundError, ValueError) as err:
         return _fail(str(err))

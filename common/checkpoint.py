@@ -81,12 +81,19 @@ def model_from_payload(payload: Any, source: str = "checkpoint") -> LoadedModel:
     """Rebuild the model from a checkpoint dict, checking its format and class order."""
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ValueError(f"{source}: not a clafed CLA-HDM checkpoint (expected format {FORMAT})")
-    if tuple(payload["classes"]) != CLASSES:
+    if tuple(payload.get("classes", ())) != CLASSES:
         raise ValueError(f"{source}: class order {payload['classes']} differs from {list(CLASSES)}")
+    if not all(isinstance(payload.get(key), dict) for key in ("model_config", "data_config", "state_dict")):
+        raise ValueError(f"{source}: the checkpoint lacks its model_config, data_config or state_dict")
     model_cfg = from_dict(ModelConfig, payload["model_config"], source)
     data_cfg = from_dict(DataConfig, payload["data_config"], source)
     # The file holds every weight: never download or read the original initialisation again.
     model = CLAHDM(replace(model_cfg, pretrained="none"))
-    model.load_state_dict(payload["state_dict"])
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except (RuntimeError, KeyError, TypeError) as err:
+        first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        raise ValueError(f"{source}: its weights do not fit the {model_cfg.backbone} CLA-HDM its own config "
+                         f"describes ({first}); the file was altered or written by another program") from None
     model.eval()
     return LoadedModel(model, model_cfg, data_cfg, dict(payload.get("metadata", {})))

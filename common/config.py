@@ -12,6 +12,9 @@ from common.names import name_problem
 from common.typed_config import ConfigError, from_dict, merge, read_yaml, to_dict
 
 BACKBONES = ("resnet10", "resnet18", "resnet34", "resnet50")
+# Ultrasound frames are far below this; a larger image (a decompression bomb: a 1.6 MB PNG can
+# decode to gigabytes) is refused from its header before any pixel is decoded.
+MAX_IMAGE_PIXELS = 50_000_000
 DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 
@@ -214,6 +217,8 @@ class SiteConfig:
     # min_cohort returns case counts only; confusion cells below min_cell cases are left out.
     min_cohort: int = 10
     min_cell: int = 3
+    # Images larger than this (read from the file's header) are refused before decoding.
+    max_image_pixels: int = MAX_IMAGE_PIXELS
 
     def __post_init__(self) -> None:
         problem = name_problem(self.name)
@@ -222,6 +227,8 @@ class SiteConfig:
         if self.batch_size < 1 or self.num_workers < 0 or self.min_cohort < 1 or self.min_cell < 1:
             raise ValueError(f"batch_size, min_cohort and min_cell must be >= 1 and num_workers >= 0 (got "
                              f"{self.batch_size}, {self.min_cohort}, {self.min_cell}, {self.num_workers})")
+        if self.max_image_pixels < 64 * 64:
+            raise ValueError(f"max_image_pixels must be at least 4096, got {self.max_image_pixels}")
         if not DEVICE_PATTERN.fullmatch(self.device):
             raise ValueError(f"device must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
         if not 0.0 <= self.validation_fraction < 0.5:

@@ -104,8 +104,9 @@ class CaseDataset(Dataset):
         case = self.cases[index]
         if case.case_id not in self._cache:
             try:
-                self._cache[case.case_id] = (prepare(read_image(case.bus_path), case.roi, self.cfg),
-                                             prepare(read_image(case.cdfi_path), case.roi, self.cfg))
+                # Sizes were checked against the site's limit when its manifest was validated.
+                self._cache[case.case_id] = (prepare(read_image(case.bus_path, None), case.roi, self.cfg),
+                                             prepare(read_image(case.cdfi_path, None), case.roi, self.cfg))
             except (ImageError, cv2.error, ValueError) as err:
                 raise CaseError(f"case {case.case_id}: {err} (run `clafed validate` on the manifest)") from None
         return self._cache[case.case_id]

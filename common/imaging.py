@@ -1,11 +1,14 @@
 """Reading ultrasound images with OpenCV, ROI cropping and conversion to normalised tensors."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
+
+from common.config import MAX_IMAGE_PIXELS as MAX_PIXELS
 
 # ImageNet statistics: the extractors are ImageNet-initialised in the paper.
 MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
@@ -21,11 +24,34 @@ class ImageError(ValueError):
     """An image is missing, unreadable or unsuitable; the message names the file."""
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """Read an image as RGB uint8 (H, W, 3); grayscale files are replicated to three channels."""
+def image_size(path: Path) -> tuple[int, int] | None:
+    """(width, height) from the file's header without decoding it; None when Pillow cannot tell."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:  # lazy: reads the header only
+            return image.size
+    except Image.DecompressionBombError as err:  # beyond Pillow's own limit: size from its message
+        numbers = [int(n) for n in re.findall(r"\d+", str(err))]
+        return (numbers[0], 1) if numbers else (2 ** 31, 1)
+    except (UnidentifiedImageError, OSError, ValueError):
+        return None
+
+
+def read_image(path: str | Path, max_pixels: int | None = MAX_PIXELS) -> np.ndarray:
+    """Read an image as RGB uint8 (H, W, 3); grayscale files are replicated to three channels.
+
+    More than `max_pixels` (from the header) is refused before decoding; None skips the check,
+    for files the site's validation already checked against the site's own limit.
+    """
     path = Path(path)
     if not path.is_file():
         raise ImageError(f"missing file {path}")
+    size = image_size(path) if max_pixels is not None else None
+    if size is not None and size[0] * size[1] > max_pixels:
+        shape = f"{size[0]}x{size[1]} px" if size[1] > 1 else f"{size[0]:,} pixels"
+        raise ImageError(f"image too large: {path} is {shape}, more than {max_pixels:,} pixels "
+                         "(raise max_image_pixels in the site YAML if this is a real frame)")
     data = np.fromfile(path, dtype=np.uint8)  # imread cannot report why it failed; decode can't either
     image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     if image is None:

@@ -78,13 +78,14 @@ def row_to_case(row: dict[str, str], root: Path) -> Case:
     )
 
 
-def load_cases(path: str | Path, check_images: bool = True) -> list[Case]:
+def load_cases(path: str | Path, check_images: bool = True, max_pixels: int | None = None) -> list[Case]:
     """Validate a manifest and return its cases; raise ManifestError listing every problem."""
     from common.validation import validate_table  # validation needs the row parsing above
 
     path = Path(path)
     table = read_table(path)
-    problems = validate_table(table, path.parent, check_images=check_images)
+    limit = {} if max_pixels is None else {"max_pixels": max_pixels}
+    problems = validate_table(table, path.parent, check_images=check_images, **limit)
     if problems:
         listing = "\n".join(f"  {p}" for p in problems)
         raise ManifestError(f"{path}: {len(problems)} problem(s); fix them or run `clafed validate {path}`:\n{listing}",

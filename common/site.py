@@ -30,7 +30,7 @@ class SiteData:
     @classmethod
     def load(cls, config: SiteConfig) -> "SiteData":
         """Validate the site's manifest and split it by the site's hold-out rule."""
-        train, held = split_holdout(load_cases(config.manifest), config.holdout)
+        train, held = split_holdout(load_cases(config.manifest, max_pixels=config.max_image_pixels), config.holdout)
         if config.role == "evaluate":  # evaluate-only sites never train: everything is held out
             train, held = [], train + held
         train, validation = split_validation(train, config.validation_fraction, config.holdout.seed)

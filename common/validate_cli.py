@@ -18,14 +18,18 @@ def run(args: argparse.Namespace) -> int:
     from common.typed_config import ConfigError
     from common.validation import validate_manifest
 
+    from common.config import MAX_IMAGE_PIXELS
+
     path: Path = args.path
+    max_pixels = MAX_IMAGE_PIXELS
     if path.suffix.lower() in (".yaml", ".yml"):
         try:
-            path = load_site_config(path).manifest
+            site = load_site_config(path)
         except ConfigError as err:
             print(err)
             return 1
-    problems = validate_manifest(path, args.min_size or DataConfig().min_image_size)
+        path, max_pixels = site.manifest, site.max_image_pixels
+    problems = validate_manifest(path, args.min_size or DataConfig().min_image_size, max_pixels)
     for problem in problems:
         print(problem)
     print(f"{path}: {len(problems)} problem(s)" if problems else f"{path}: OK")

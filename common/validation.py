@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
-from common.imaging import MIN_COLOUR_FRACTION, ImageError, colour_fraction, read_image
+from common.imaging import MAX_PIXELS, MIN_COLOUR_FRACTION, ImageError, colour_fraction, read_image
 from common.labels import CLASS_INDEX
 from common.manifest import ROI_COLUMNS, read_table
 
@@ -25,20 +26,22 @@ class Problem:
         return f"case {self.case_id}: {self.message}" if self.case_id else self.message
 
 
-def validate_manifest(path: str | Path, min_size: int = DEFAULT_MIN_SIZE) -> list[Problem]:
+def validate_manifest(path: str | Path, min_size: int = DEFAULT_MIN_SIZE, max_pixels: int = MAX_PIXELS) -> list[Problem]:
     """Check a manifest file; a file-level problem (missing, wrong columns) is the only entry."""
     path = Path(path)
     try:
         table = read_table(path)
     except ValueError as err:
         return [Problem("", str(err))]
-    return validate_table(table, path.parent, min_size=min_size)
+    return validate_table(table, path.parent, min_size=min_size, max_pixels=max_pixels)
 
 
 def validate_table(table: pd.DataFrame, root: Path, min_size: int = DEFAULT_MIN_SIZE,
-                   check_images: bool = True) -> list[Problem]:
+                   check_images: bool = True, max_pixels: int = MAX_PIXELS) -> list[Problem]:
     """Check every row of a manifest table whose image paths are relative to `root`."""
     problems: list[Problem] = []
+    if table.empty:
+        return [Problem("", "the manifest lists no cases (a header only)")]
     counts = table["case_id"].value_counts()
     for number, row in enumerate(table.to_dict("records"), start=2):  # line 1 is the header
         case = row["case_id"] or f"<line {number}>"
@@ -48,7 +51,7 @@ def validate_table(table: pd.DataFrame, root: Path, min_size: int = DEFAULT_MIN_
             problems.append(Problem(case, f"duplicate case_id (line {number})"))
         problems += [Problem(case, m) for m in _check_fields(row)]
         if check_images:
-            problems += [Problem(case, m) for m in _check_images(row, root, min_size)]
+            problems += [Problem(case, m) for m in _check_images(row, root, min_size, max_pixels)]
     return problems
 
 
@@ -64,14 +67,16 @@ def _check_fields(row: dict[str, str]) -> list[str]:
     if any(roi):
         try:
             x, y, w, h = (float(v) for v in roi)
-            if w <= 0 or h <= 0 or x < 0 or y < 0:
+            if not all(math.isfinite(v) for v in (x, y, w, h)):
+                messages.append(f"ROI {','.join(roi)} is not four finite numbers")
+            elif w <= 0 or h <= 0 or x < 0 or y < 0:
                 messages.append(f"ROI {','.join(roi)} has a negative origin or an empty size")
         except ValueError:
             messages.append(f"ROI {','.join(roi)} is not four numbers")
     return messages
 
 
-def _check_images(row: dict[str, str], root: Path, min_size: int) -> list[str]:
+def _check_images(row: dict[str, str], root: Path, min_size: int, max_pixels: int) -> list[str]:
     messages = []
     shapes = {}
     for column in ("bus_path", "cdfi_path"):
@@ -79,7 +84,7 @@ def _check_images(row: dict[str, str], root: Path, min_size: int) -> list[str]:
             messages.append(f"empty {column}")
             continue
         try:
-            image = read_image(root / row[column])
+            image = read_image(root / row[column], max_pixels)
         except ImageError as err:
             messages.append(f"{column}: {err}")
             continue
@@ -98,6 +103,8 @@ def _check_roi_inside(row: dict[str, str], shapes: dict[str, tuple[int, ...]]) -
         x, y, w, h = (float(row[c]) for c in ROI_COLUMNS)
     except (KeyError, ValueError):
         return []  # absent ROI is allowed; malformed ones are reported by _check_fields
+    if not all(math.isfinite(v) for v in (x, y, w, h)):
+        return []
     messages = []
     for column, shape in shapes.items():
         if x + w > shape[1] or y + h > shape[0]:

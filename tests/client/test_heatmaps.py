@@ -208,3 +208,11 @@ def test_masking_what_the_heatmap_marks_lowers_the_probability_more_than_masking
     odds = _level1_log_odds(model, data_cfg, pairs, case_rois, case_targets).reshape(len(cases), 2 + draws)
     marked, random = odds[:, 0] - odds[:, 1], odds[:, :1] - odds[:, 2:]
     assert marked.mean() > 1.1 * random.mean() > 0, (marked.mean(), random.mean())
+
+
+def test_case_ids_that_differ_only_in_odd_characters_get_different_pictures():
+    from client.heatmaps import picture_name
+
+    names = {picture_name(c) for c in ("pat 7", "pat/7", "pat_7", "../../pat7")}
+    assert len(names) == 4 and all("/" not in n and not n.startswith(".") for n in names)
+    assert picture_name("h1-007") == "h1-007_heatmap.png"  # plain ids keep their name

@@ -26,19 +26,25 @@ def instructions(dockerfile: Path) -> list[tuple[str, str]]:
 @pytest.mark.parametrize("role", ["server", "client"])
 def test_dockerfile_essentials(role):
     steps = instructions(REPO / role / "Dockerfile")
-    assert steps[0] == ("FROM", "python:3.11-slim")
-    users = [args for word, args in steps if word == "USER"]
+    stages = [args for word, args in steps if word == "FROM"]
+    assert stages == ["python:3.11-slim AS build", "python:3.11-slim"]
+    final = steps[len(steps) - steps[::-1].index(("FROM", "python:3.11-slim")):]
+    users = [args for word, args in final if word == "USER"]
     assert users and users[-1] not in ("root", "0"), "the container must not run as root"
     copies = [args for word, args in steps if word in ("COPY", "ADD")]
     assert copies and not any(SECRET.search(args) for args in copies), copies
-    assert any(word == "RUN" and "pip install" in args for word, args in steps)
+    # Only named packages are copied, never the whole context; the image gets the built wheel only.
+    assert not any(args.split()[0] == "." for args in copies), copies
+    assert [args for word, args in final if word in ("COPY", "ADD")] == ["--from=build /wheels /wheels"]
+    assert any(word == "RUN" and "pip install /wheels/" in args for word, args in final)
     entry = [args for word, args in steps if word == "ENTRYPOINT"]
     assert entry == [f'["clafed", "{role}"]']
 
 
 def test_dockerignore_keeps_data_and_credentials_out_of_the_build():
     ignored = set((REPO / ".dockerignore").read_text().split())
-    assert {"credentials/", "data/", "*.key", ".venv", "site_outputs/"} <= ignored
+    # `**/`: a pattern without it matches only at the context root, not in sites/x/credentials/.
+    assert {"**/credentials/", "**/data/", "**/*.key", "**/.venv", "**/site_outputs/", "**/*.pt"} <= ignored
 
 
 def test_compose_mounts_data_read_only_and_credentials_without_baking():
