@@ -223,7 +223,7 @@ def picture_name(case_id: str) -> str:
     An id that had to be changed gets a short hash of the original, so `pat 7` and `pat/7`
     never share a file.
     """
-    safe = re.sub(r"[^A-Za-z0-9._-]", "_", case_id or "case")[:100]
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", case_id or "case")[:100].lstrip(".") or "case"
     if safe != case_id:
         safe += "-" + hashlib.sha256((case_id or "").encode()).hexdigest()[:8]
     return safe + "_heatmap.png"
