@@ -216,6 +216,7 @@ def run_federation(grid: Grid, settings: Settings) -> RunRecorder:
     seed_everything(settings.seed)
     model = recorder.initial_model(profile)
     train_all(grid, settings, profile, model, sites, recorder)
+    recorder.privacy_spent()
     final_evaluation(grid, settings, with_thresholds(profile, model, recorder), model, sites, recorder)
     recorder.finished()
     return recorder

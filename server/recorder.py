@@ -25,6 +25,7 @@ from common.names import name_problem
 from common.signing import sign_checkpoint, sign_digest, weights_digest
 from common.typed_config import to_dict
 from server import run_dir as rd
+from server.privacy import epsilon
 from server.settings import Settings, settings_json
 
 if TYPE_CHECKING:
@@ -148,6 +149,8 @@ class RunRecorder:
             # Sites whose update was scaled down to the clipping bound, with the factor.
             "clipped_sites": {names.get(n, str(n)): scale for n, scale in report.clipped.items()},
             "silent_sites": list(report.silent),
+            "update_norms": {names.get(n, str(n)): norm for n, norm in report.update_norms.items()},
+            "dp_noise_std": report.dp_noise_std,
             # Local compute: the slowest site (sites train in parallel) and the sum over sites.
             "round_seconds": round_seconds, "compute_seconds": compute,
             "compute_seconds_total": sum(float(m.get("train_seconds", 0.0)) for m in sites.values()),
@@ -234,6 +237,31 @@ class RunRecorder:
         failures = rd.read_json(self.path / rd.FAILURES_FILE, {})
         failures[site] = reason
         rd.write_json(self.path / rd.FAILURES_FILE, failures)
+
+    def privacy_spent(self) -> dict | None:
+        """The (epsilon, delta) each site spent on the published weights (run.json `privacy`), when DP is on.
+
+        A site spends one Gaussian release per round it contributed to; its noise multiplier is
+        at least dp_noise (the noise is scaled to the largest site weight), so this is an upper bound.
+        """
+        if self.settings.dp_noise <= 0:
+            return None
+        releases: dict[str, int] = {}
+        for record in rd.read_jsonl(self.path / rd.METRICS_FILE):
+            if record.get("dp_noise_std", 0) > 0:
+                for site in record["sites"]:
+                    releases[site] = releases.get(site, 0) + 1
+        spent = {site: epsilon(self.settings.dp_noise, n, self.settings.dp_delta) for site, n in releases.items()}
+        privacy = {"mechanism": "Gaussian, site-level, fixed clipping (server/privacy.py)",
+                   "noise_multiplier": self.settings.dp_noise, "clip_norm": self.settings.dp_clip,
+                   "delta": self.settings.dp_delta, "releases": releases, "epsilon": spent,
+                   "epsilon_max": max(spent.values(), default=0.0)}
+        info = rd.read_json(self.path / rd.RUN_FILE, {})
+        rd.write_json(self.path / rd.RUN_FILE, dict(info, privacy=privacy))
+        log.info("differential privacy: epsilon %.2f at delta %g (noise multiplier %.2f, clip norm %.2f, "
+                 "largest number of releases %d)", privacy["epsilon_max"], self.settings.dp_delta,
+                 self.settings.dp_noise, self.settings.dp_clip, max(releases.values(), default=0))
+        return privacy
 
     def finished(self) -> None:
         info = rd.read_json(self.path / rd.RUN_FILE, {})

@@ -66,7 +66,7 @@ def clipped(arrays: ArrayRecord, sent: ArrayRecord, scale: float) -> ArrayRecord
         values, reference = array.numpy(), sent[key].numpy()
         if values.dtype.kind == "f":
             values = (reference + scale * (values - reference)).astype(values.dtype)
-        out[key] = Array(np.ascontiguousarray(values))
+        out[key] = Array(np.array(values, order="C"))  # ascontiguousarray would make 0-d arrays 1-d
     return ArrayRecord(out)
 
 

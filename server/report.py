@@ -316,6 +316,20 @@ def failures_block(run: RunRecords) -> list[Block]:
     return [heading("Site failures", 3), table_block(["what happened"], [[p] for p in run.problems])]
 
 
+def privacy_block(run: RunRecords) -> list[Block]:
+    """The differential privacy the published weights carry, when the run used it."""
+    privacy = run.info.get("privacy")
+    if not privacy:
+        return []
+    rows = [[site, str(n), fmt(privacy["epsilon"][site], 2)] for site, n in sorted(privacy["releases"].items())]
+    return [heading("Differential privacy", 3),
+            text_block(f"Site-level Gaussian mechanism on every round's average: noise multiplier "
+                       f"{privacy['noise_multiplier']:g}, clip norm {privacy['clip_norm']:g}, "
+                       f"delta {privacy['delta']:g}. Epsilon is an upper bound (Renyi-DP accountant); it "
+                       "covers the weights only, not the figures the sites return."),
+            table_block(["site", "rounds released", "epsilon"], rows)]
+
+
 def training_curves(run: RunRecords, title: str = "Training") -> list[Block]:
     """Per-round aggregated loss and accuracy of each sub-model (plot) and each level's last round (table)."""
     if not run.rounds:
@@ -469,7 +483,7 @@ def build_blocks(run_dir: Path) -> list[Block]:
         blocks.append(text_block(f"A comparison of {', '.join(compared)}; the tables below describe the "
                                  f"**{primary.mode}** run unless labelled otherwise."))
     blocks += run_summary(primary, compared)
-    blocks += table1(primary) + failures_block(primary)
+    blocks += table1(primary) + failures_block(primary) + privacy_block(primary)
     blocks += learning_blocks(run_dir, primary, compared)
     blocks += site_details(primary)
     if compared:

@@ -44,6 +44,12 @@ class Settings:
     # A site's update larger than this multiple of the round's median update norm is scaled down
     # to it (needs two or more training sites; 0 switches clipping off).
     clip_factor: float = 3.0
+    # Differential privacy of the published weights (server/privacy.py): Gaussian noise of
+    # dp_noise x dp_clip (x the largest site weight) on each round's average, every site's update
+    # clipped to L2 norm dp_clip first. 0 switches it off; fedavg and fedprox only.
+    dp_noise: float = 0.0
+    dp_clip: float = 1.0
+    dp_delta: float = 1e-5
     # Sites: how many must be connected before the run starts, and how many training replies a
     # round needs to count (fewer: the run stops, resumable, instead of averaging one site).
     min_sites: int = 1
@@ -75,13 +81,16 @@ class Settings:
             "krum_malicious": self.krum_malicious >= 0, "clip_factor": self.clip_factor >= 0,
             "connect_timeout": self.connect_timeout > 0, "round_timeout": self.round_timeout > 0,
             "eval_timeout": self.eval_timeout > 0, "seed": self.seed >= 0,
-            "bootstrap": self.bootstrap >= MIN_BOOTSTRAP,
+            "bootstrap": self.bootstrap >= MIN_BOOTSTRAP, "dp_noise": self.dp_noise >= 0,
+            "dp_clip": self.dp_clip > 0, "dp_delta": 0 < self.dp_delta < 1,
         }
         bad = [f"{name}={getattr(self, name)!r}" for name, ok in ranges.items() if not ok]
         if bad:
             raise ConfigError(f"run config out of range: {', '.join(bad)} (lr, batch_size, proximal_mu, seed, "
                               f"krum_malicious, clip_factor >= 0; server_lr and timeouts > 0; trim_beta in [0, 0.5); "
-                              f"bootstrap >= {MIN_BOOTSTRAP})")
+                              f"bootstrap >= {MIN_BOOTSTRAP}; dp_noise >= 0, dp_clip > 0, dp_delta in (0, 1))")
+        if self.dp_noise > 0 and self.strategy not in ("fedavg", "fedprox"):
+            raise ConfigError(f"dp_noise works with fedavg or fedprox (a noised weighted mean), not {self.strategy}")
         get_profile(self.profile)  # unknown profile names fail here, before any site is contacted
 
     def build_profile(self) -> Profile:

@@ -12,12 +12,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
+import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAdam, FedAvg, FedMedian, FedProx, FedTrimmedAvg, Krum
 
 from common.messages import ARRAYS, CONFIG, METRICS, NUM_EXAMPLES, TRAIN, VALIDATE
 from server import reply_checks
+from server.privacy import GaussianDP
 from server.settings import Settings
 
 
@@ -36,6 +38,10 @@ class RoundReport:
     clipped: dict[int, float] = field(default_factory=dict)
     # names of the targeted sites that neither replied nor failed (set by the server)
     silent: list[str] = field(default_factory=list)
+    # node id -> L2 norm of its update before any clipping (what a DP clip norm is chosen from)
+    update_norms: dict[int, float] = field(default_factory=dict)
+    # std of the differential-privacy noise added to this round's average (0: none)
+    dp_noise_std: float = 0.0
     started: float = 0.0
     finished: float = 0.0
 
@@ -65,6 +71,8 @@ class TargetedRounds:
     declared: dict[int, int]
     # Updates above this multiple of the round's median update norm are scaled down to it (0: off).
     clip_factor: float = 0.0
+    # Differential privacy of the published average (server/privacy.py); None: off.
+    dp: GaussianDP | None = None
     # Sites holding validation cases of this phase, and who receives their replies (round,
     # node id -> aggregate figures, node id -> failure).
     validators: list[int]
@@ -97,25 +105,34 @@ class TargetedRounds:
         figures = {r.metadata.src_node_id: dict(r.content[METRICS]) for r in ok}
         # A site that had nothing to train on this round must not zero the weighted average.
         useful = [r for r in ok if int(r.content[METRICS][NUM_EXAMPLES]) > 0]
-        scales = self._clip(useful)
+        norms = {r.metadata.src_node_id: reply_checks.update_norm(r.content[ARRAYS], self._sent) for r in useful}
+        scales = self._clip(useful, norms)
         for reply in useful:  # Flower's strategy sees the checked weights and the averaged figures only
             reply.content[METRICS] = reply_checks.aggregated_metrics(reply.content[METRICS])
         arrays, metrics = super().aggregate_train(server_round, useful) if useful else (None, None)  # type: ignore[misc]
+        noise_std = 0.0
+        if self.dp is not None and arrays is not None:
+            counts = [float(r.content[METRICS][NUM_EXAMPLES]) for r in useful]
+            weights = [c / sum(counts) for c in counts]
+            noise_std = self.dp.noise_std(weights)
+            arrays = self.dp.noised(arrays, weights, np.random.default_rng())  # unseeded: noise must not be guessable
         report = RoundReport(
             server_round=server_round, arrays=arrays, metrics=metrics, replies=figures,
             failures=failures, targeted=list(self._targeted), started=self._started, finished=time.time(),
-            clipped=scales)
+            clipped=scales, update_norms=norms, dp_noise_std=noise_std)
         self.on_round(report)
         return arrays, metrics
 
-    def _clip(self, replies: list[Message]) -> dict[int, float]:
-        """Scale down, in place, the updates far larger than the round's median update."""
-        norms = {r.metadata.src_node_id: reply_checks.update_norm(r.content[ARRAYS], self._sent) for r in replies}
+    def _clip(self, replies: list[Message], norms: dict[int, float]) -> dict[int, float]:
+        """Scale down, in place, the updates far larger than the round's median update, then clip
+        every update to the DP clip norm when DP is on."""
         scales = reply_checks.clip_scales(norms, self.clip_factor)
         for reply in replies:
             if reply.metadata.src_node_id in scales:
                 scale = scales[reply.metadata.src_node_id]
                 reply.content[ARRAYS] = reply_checks.clipped(reply.content[ARRAYS], self._sent, scale)
+            if self.dp is not None:
+                reply.content[ARRAYS] = self.dp.clip(reply.content[ARRAYS], self._sent)
         return scales
 
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
@@ -190,6 +207,7 @@ def make_strategy(settings: Settings, targets: list[int], on_round: Callable[[Ro
     strategy.targets = list(targets)
     strategy.declared = dict(declared or {})
     strategy.clip_factor = settings.clip_factor
+    strategy.dp = GaussianDP(settings.dp_noise, settings.dp_clip) if settings.dp_noise > 0 else None
     strategy.on_round = on_round
     strategy.validators = list(validators)
     strategy.on_validation = on_validation if validators else None

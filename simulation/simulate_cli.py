@@ -40,6 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     parser.add_argument("--heatmaps", type=int, default=1, help="heatmap pictures per class per site (0: none)")
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the CIs")
+    parser.add_argument("--dp-noise", type=float, default=0.0,
+                        help="differential privacy: Gaussian noise multiplier on each round's average (0: off)")
+    parser.add_argument("--dp-clip", type=float, default=1.0, help="differential privacy: L2 clip norm of a site's update")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -63,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
         settings = Settings(profile=args.profile, rounds=args.rounds, shared_rounds=args.shared_rounds,
                             local_epochs=args.local_epochs,
                             strategy=args.strategy, lr=args.lr, run_dir=str(run_dir), resume=args.resume,
-                            seed=args.seed, bootstrap=args.bootstrap, connect_timeout=120.0)
+                            seed=args.seed, bootstrap=args.bootstrap, connect_timeout=120.0,
+                            dp_noise=args.dp_noise, dp_clip=args.dp_clip)
         federation = Federation(protocol=args.protocol, holdout=args.holdout, heatmaps_per_class=args.heatmaps,
                                 device=args.device, cpus_per_client=args.cpus_per_client,
                                 gpus_per_client=args.gpus_per_client)

@@ -148,8 +148,9 @@ def test_an_outsized_update_is_clipped_to_a_multiple_of_the_median(model):
     states = [site_weights(model, s) for s in (1, 2)]
     huge = {k: (reference[k] + 100 * (v - reference[k]) if v.dtype.is_floating_point else v)
             for k, v in site_weights(model, 3).items()}
-    agg.aggregate_train(1, [reply(1, states[0], 10), reply(2, states[1], 10), reply(3, huge, 10)])
+    arrays, _ = agg.aggregate_train(1, [reply(1, states[0], 10), reply(2, states[1], 10), reply(3, huge, 10)])
     assert set(reports[0].clipped) == {3} and 0 < reports[0].clipped[3] < 0.05
+    msg.arrays_to_state(arrays, reference)  # the clipped update still fits the model (0-d buffers too)
 
 
 @pytest.mark.parametrize("strategy", ["fedmedian", "fedtrimmedavg", "krum"])
