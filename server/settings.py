@@ -41,8 +41,8 @@ class Settings:
     server_lr: float = 0.01  # FedAdam only (its eta)
     trim_beta: float = 0.2  # FedTrimmedAvg only: the fraction cut at each end
     krum_malicious: int = 0  # Krum only: how many sites may be malicious
-    # A site's update larger than this multiple of the round's median update norm is scaled down
-    # to it (needs two or more training sites; 0 switches clipping off).
+    # A site's update larger, per training case, than this multiple of the round's median is
+    # scaled down to it (needs two or more training sites; 0 switches clipping off).
     clip_factor: float = 3.0
     # Differential privacy of the published weights (server/privacy.py): Gaussian noise of
     # dp_noise x dp_clip (x the largest site weight) on each round's average, every site's update

@@ -124,9 +124,10 @@ class TargetedRounds:
         return arrays, metrics
 
     def _clip(self, replies: list[Message], norms: dict[int, float]) -> dict[int, float]:
-        """Scale down, in place, the updates far larger than the round's median update, then clip
+        """Scale down, in place, the updates far larger (per case) than the round's median, then clip
         every update to the DP clip norm when DP is on."""
-        scales = reply_checks.clip_scales(norms, self.clip_factor)
+        counts = {r.metadata.src_node_id: float(r.content[METRICS][NUM_EXAMPLES]) for r in replies}
+        scales = reply_checks.clip_scales(norms, counts, self.clip_factor)
         for reply in replies:
             if reply.metadata.src_node_id in scales:
                 scale = scales[reply.metadata.src_node_id]

@@ -153,6 +153,14 @@ def test_an_outsized_update_is_clipped_to_a_multiple_of_the_median(model):
     msg.arrays_to_state(arrays, reference)  # the clipped update still fits the model (0-d buffers too)
 
 
+def test_a_site_with_more_cases_may_move_further_without_being_clipped(model):
+    """Updates are compared per training case: the big honest site of the default split is not clipped."""
+    from server.reply_checks import clip_scales
+
+    assert clip_scales({1: 141.0, 2: 17.8, 3: 19.4}, {1: 355, 2: 71, 3: 68}, 3.0) == {}
+    assert set(clip_scales({1: 141.0, 2: 178.0, 3: 19.4}, {1: 355, 2: 71, 3: 68}, 3.0)) == {2}
+
+
 @pytest.mark.parametrize("strategy", ["fedmedian", "fedtrimmedavg", "krum"])
 def test_robust_aggregators_ignore_one_wild_site(model, strategy):
     reference = model.state_dict()

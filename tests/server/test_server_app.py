@@ -1,0 +1,80 @@
+"""The ServerApp's whole run against a fake grid: discovery, training, final evaluation, exit status."""
+from __future__ import annotations
+
+import pytest
+from flwr.app import Context, Error, Message, RecordDict
+
+from common import messages as msg
+from common.labels import LEVELS, SHARED
+from server import run_dir as rd
+from server.federation import FederationError
+from server.server_app import main
+from tests.server.test_strategy import TaskIdentity  # noqa: F401  (sets the task identity)
+
+COUNTS = {f"train.{lv.key}": 6 for lv in LEVELS} | {f"train.{SHARED}": 12, "train.total": 12, "heldout.total": 4}
+
+
+class Grid:
+    """Node 1 is a healthy training site; node 2 cannot load its data (or stays healthy)."""
+
+    def __init__(self, second_fails: bool) -> None:
+        self.second_fails = second_fails
+        self.kinds: list[str] = []
+
+    def get_node_ids(self):
+        return [1, 2]
+
+    def send_and_receive(self, messages, timeout=None):
+        replies = []
+        for request in messages:
+            node, kind = request.metadata.dst_node_id, request.metadata.message_type
+            self.kinds.append(kind)
+            if node == 2 and self.second_fails:
+                reason = "<class 'client.disclosure.SiteFailure'>:<'the site's manifest cannot be used (2 problem(s))'>"
+                replies.append(Message(Error(code=0, reason=reason), reply_to=request))
+            elif kind == msg.SITE_INFO:
+                info = msg.config_record({"name": f"hospital{node}", "role": "train", "cohort": "c"})
+                replies.append(Message(RecordDict({msg.SITE: info, msg.METRICS: msg.metric_record(COUNTS)}),
+                                       reply_to=request))
+            elif kind == msg.TRAIN:
+                level = str(request.content[msg.CONFIG]["level"])
+                figures = {msg.NUM_EXAMPLES: COUNTS[f"train.{level}"], "loss": 0.5, "accuracy": 0.5}
+                replies.append(Message(msg.train_reply(request.content[msg.ARRAYS], figures), reply_to=request))
+            elif kind == msg.FINAL_EVAL:
+                figures = msg.metric_record({"n_cases": 4, "withheld": 1})
+                info = msg.config_record({"name": f"hospital{node}", "role": "train", "cohort": "c"})
+                replies.append(Message(RecordDict({msg.METRICS: figures, msg.SITE: info}), reply_to=request))
+        return replies
+
+
+def context(tmp_path, **config) -> Context:
+    run_config = {"profile": "tiny", "rounds": 1, "shared-rounds": 1, "run-dir": str(tmp_path / "run"),
+                  "bootstrap": 20, "connect-timeout": 5.0, **config}
+    return Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config=run_config)
+
+
+def test_a_clean_run_trains_every_phase_and_evaluates_every_site(tmp_path, monkeypatch):
+    monkeypatch.delenv("CLAFED_RUN_CONFIG", raising=False)
+    grid = Grid(second_fails=False)
+    main(grid, context(tmp_path, **{"min-sites": 2}))
+    assert grid.kinds.count(msg.TRAIN) == 2 * (1 + len(LEVELS)) and grid.kinds.count(msg.FINAL_EVAL) == 2
+    run = tmp_path / "run"
+    assert sorted(rd.read_evaluations(run)) == ["hospital1", "hospital2"]
+    assert rd.run_problems(run) == [] and (run / rd.MODEL_FILE).is_file()
+
+
+def test_a_site_that_cannot_load_its_data_makes_the_run_fail_after_every_record_is_written(tmp_path, monkeypatch):
+    monkeypatch.delenv("CLAFED_RUN_CONFIG", raising=False)
+    with pytest.raises(FederationError, match="1 site problem.*could not take part: node 2: the site's manifest"):
+        main(Grid(second_fails=True), context(tmp_path))
+    run = tmp_path / "run"
+    assert rd.read_json(run / rd.RUN_FILE)["finished"] and (run / rd.MODEL_FILE).is_file()
+    assert list(rd.read_evaluations(run)) == ["hospital1"]
+
+
+def test_with_every_site_required_a_failed_site_stops_the_run_before_training(tmp_path, monkeypatch):
+    monkeypatch.delenv("CLAFED_RUN_CONFIG", raising=False)
+    grid = Grid(second_fails=True)
+    with pytest.raises(FederationError, match="1 usable sites, 2 required"):
+        main(grid, context(tmp_path, **{"min-sites": 2}))
+    assert msg.TRAIN not in grid.kinds
