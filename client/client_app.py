@@ -30,21 +30,16 @@ if os.environ.get("CLAFED_TORCH_THREADS"):
 @reported
 def site_info(message: Message, context: Context) -> Message:
     site = current_site(context.node_config)
-    info = msg.config_record({"name": site.config.name, "role": site.config.role, "cohort": site.cohort()})
-    content = RecordDict({msg.SITE: info, msg.METRICS: msg.metric_record(site.counts())})
-    return Message(content, reply_to=message)
+    description = msg.SiteDescription(site.config.name, site.config.role, site.cohort(), site.counts())
+    return Message(description.content(), reply_to=message)
 
 
 @app.train()
 @reported
 def train(message: Message, context: Context) -> Message:
     site = current_site(context.node_config)
-    config = message.content[msg.CONFIG]
-    server_round = int(config.get("round-offset", 0)) + int(config["server-round"])
-    arrays, figures = train_round(
-        site, str(config["level"]), msg.profile_from_json(str(config["profile"])), message.content[msg.ARRAYS],
-        seed=int(config.get("seed", 0)), server_round=server_round, rounds=int(config["rounds"]),
-        proximal_mu=float(config.get("proximal-mu", 0.0)))
+    instruction = msg.PhaseInstruction.from_config(message.content[msg.CONFIG])
+    arrays, figures = train_round(site, instruction, message.content[msg.ARRAYS])
     return Message(msg.train_reply(arrays, figures), reply_to=message)
 
 
@@ -52,9 +47,8 @@ def train(message: Message, context: Context) -> Message:
 @reported
 def validate(message: Message, context: Context) -> Message:
     site = current_site(context.node_config)
-    config = message.content[msg.CONFIG]
-    figures = validate_round(site, str(config["level"]), msg.profile_from_json(str(config["profile"])),
-                             message.content[msg.ARRAYS])
+    instruction = msg.PhaseInstruction.from_config(message.content[msg.CONFIG])
+    figures = validate_round(site, instruction, message.content[msg.ARRAYS])
     return Message(RecordDict({msg.METRICS: msg.metric_record(figures)}), reply_to=message)
 
 
@@ -62,6 +56,6 @@ def validate(message: Message, context: Context) -> Message:
 @reported
 def evaluate(message: Message, context: Context) -> Message:
     site = current_site(context.node_config)
-    figures = evaluate_final_model(site, message.content[msg.ARRAYS], message.content[msg.CONFIG])
-    info = msg.config_record({"name": site.config.name, "role": site.config.role, "cohort": site.cohort()})
-    return Message(RecordDict({msg.METRICS: msg.metric_record(figures), msg.SITE: info}), reply_to=message)
+    instruction = msg.EvaluationInstruction.from_config(message.content[msg.CONFIG])
+    figures = evaluate_final_model(site, message.content[msg.ARRAYS], instruction)
+    return Message(RecordDict({msg.METRICS: msg.metric_record(figures)}), reply_to=message)

@@ -8,7 +8,7 @@ import logging
 from dataclasses import replace
 from pathlib import Path
 
-from flwr.app import ArrayRecord, ConfigRecord
+from flwr.app import ArrayRecord
 
 from client.disclosure import shareable_evaluation
 from common import messages as msg
@@ -20,40 +20,41 @@ from common.training import resolve_device
 log = logging.getLogger("clafed.client")
 
 
-def verify_model(site: SiteData, arrays: ArrayRecord, config: ConfigRecord) -> None:
+def verify_model(site: SiteData, arrays: ArrayRecord, instruction: msg.EvaluationInstruction) -> None:
     """Refuse a model the coordinator did not sign, when the site has the coordinator's key."""
     from common.signing import SignatureError, verify_digest, weights_digest
 
     key = site.config.coordinator_public_key
-    signature = config.get("signature")
+    signature = instruction.signature
     if key is None:
         if signature is not None:
             log.warning("%s: the model is signed but no coordinator_public_key is configured: not verified",
                         site.config.name)
         return
-    digest = weights_digest(msg.arrays_numpy(arrays), msg.signed_config(str(config["profile"])))
+    digest = weights_digest(msg.arrays_numpy(arrays), msg.signed_config(instruction.profile_json))
     try:
         verify_digest(digest, signature, Path(key))
     except SignatureError as err:
         raise SignatureError(f"site {site.config.name} refuses the model: {err}") from None
 
 
-def evaluate_final_model(site: SiteData, arrays: ArrayRecord, config: ConfigRecord) -> dict[str, float | int]:
+def evaluate_final_model(site: SiteData, arrays: ArrayRecord,
+                         instruction: msg.EvaluationInstruction) -> dict[str, float | int]:
     """Verify, evaluate and write heatmaps for the held-out cohort; return aggregate figures."""
     from client.evaluation import evaluate_site
     from client.heatmaps import write_heatmaps
 
-    verify_model(site, arrays, config)  # before anything of the model is used
-    profile = msg.profile_from_json(str(config["profile"]))
+    verify_model(site, arrays, instruction)  # before anything of the model is used
+    profile = instruction.profile
     model = CLAHDM(replace(profile.model, pretrained="none"))  # weights come from the server
     model.load_state_dict(msg.arrays_to_state(arrays, model.state_dict()))
     device = resolve_device(site.config.device)
     # The run's name comes from the server: a folder name, never a path.
-    out_dir = site.config.output_dir / checked_name(config.get("run", "run"), "run name sent by the server")
+    out_dir = site.config.output_dir / checked_name(instruction.run, "run name sent by the server")
     figures: dict[str, float | int] = {"n_cases": 0}
     if site.heldout_cases:
         figures = evaluate_site(model, site.heldout_cases, profile.data, out_dir / "evaluation",
-                                n_resamples=int(config.get("bootstrap", 1000)), seed=int(config.get("seed", 0)),
+                                n_resamples=instruction.bootstrap, seed=instruction.seed,
                                 batch_size=site.config.batch_size, device=device, num_workers=site.config.num_workers)
         pictures = write_heatmaps(model, site.heldout_cases, profile.data, site.config.heatmaps,
                                   out_dir / "heatmaps", device)

@@ -13,7 +13,8 @@ from flwr.app import ArrayRecord
 from client.disclosure import shareable_validation
 from common import federated_validation as fv
 from common import messages as msg
-from common.config import Profile
+from common.config import Profile, TrainConfig
+from common.errors import ProtocolError
 from common.labels import phase_level
 from common.model import SubModel
 from common.site import SiteData
@@ -32,24 +33,44 @@ def phase_network(profile: Profile, phase: str) -> SubModel:
     return SubModel(replace(profile.model, pretrained="none"), n_classes=2 if level else 4)
 
 
-def train_round(site: SiteData, phase: str, profile: Profile, arrays: ArrayRecord, *, seed: int,
-                server_round: int, rounds: int, proximal_mu: float = 0.0) -> tuple[ArrayRecord, dict[str, float | int]]:
-    """Train the received network of `phase` locally and return its weights with aggregate figures only.
+def local_train_config(profile: Profile, site: SiteData, seed: int) -> TrainConfig:
+    """The training configuration a site uses for one round, with one stated precedence.
 
-    Round `server_round` of `rounds` covers that share of the phase's learning-rate schedule, so a
-    resumed run continues the same curve. A site without cases of this phase returns the weights
+    1. The profile the server sends (a named profile with the coordinator's run-config overrides:
+       schedule, learning rate, batch size, balance...) decides everything about how to train,
+       so every site trains alike.
+    2. The site YAML decides only where it runs: `device` and `num_workers` (its `batch_size` is
+       for local inference, never training).
+    3. The environment decides only what is shown: progress bars (CLAFED_PROGRESS; the
+       simulation turns them off) and, in simulation, torch threads (CLAFED_TORCH_THREADS).
+    `seed` is the round's seed (the run's seed and the round number).
+    """
+    return replace(profile.train, seed=seed, num_workers=site.config.num_workers, device=site.config.device,
+                   progress=show_progress())
+
+
+def train_round(site: SiteData, instruction: msg.PhaseInstruction,
+                arrays: ArrayRecord) -> tuple[ArrayRecord, dict[str, float | int]]:
+    """Train the received network of the instruction's phase locally; return its weights with
+    aggregate figures only.
+
+    Round r of the phase's `rounds` covers that share of its learning-rate schedule, so a resumed
+    run continues the same curve. A site without cases of this phase returns the weights
     unchanged with 0 examples, which the server leaves out of the average.
     """
+    phase, profile, server_round, rounds = (instruction.phase, instruction.profile, instruction.round,
+                                            instruction.rounds)
     if not 1 <= server_round <= rounds:
-        raise ValueError(f"round {server_round} lies outside the phase's {rounds} rounds")
+        raise ProtocolError(f"round {server_round} lies outside the phase's {rounds} rounds")
     model = phase_network(profile, phase)
     model.load_state_dict(msg.arrays_to_state(arrays, model.state_dict()))
-    dataset = site.train_dataset(phase_level(phase), profile.data, seed=seed + 1000 * server_round)
-    cfg = replace(profile.train, seed=seed + 1000 * server_round, num_workers=site.config.num_workers,
-                  device=site.config.device, progress=show_progress())
-    device = resolve_device(site.config.device)
+    seed = instruction.seed + 1000 * server_round
+    dataset = site.train_dataset(phase_level(phase), profile.data, seed=seed)
+    cfg = local_train_config(profile, site, seed)
+    device = resolve_device(cfg.device)
     started = time.perf_counter()
-    history = train_submodel(model, dataset, cfg, epochs=profile.train.epochs, device=device, proximal_mu=proximal_mu,
+    history = train_submodel(model, dataset, cfg, epochs=cfg.epochs, device=device,
+                             proximal_mu=instruction.proximal_mu,
                              desc=f"{site.config.name} {phase} round {server_round}",
                              span=((server_round - 1) / rounds, server_round / rounds))
     seconds = time.perf_counter() - started
@@ -64,12 +85,13 @@ def train_round(site: SiteData, phase: str, profile: Profile, arrays: ArrayRecor
     return msg.state_to_arrays(model.cpu().state_dict()), figures
 
 
-def validate_round(site: SiteData, phase: str, profile: Profile, arrays: ArrayRecord) -> dict[str, float | int]:
-    """Score the round's global network of `phase` on the site's validation cases.
+def validate_round(site: SiteData, instruction: msg.PhaseInstruction, arrays: ArrayRecord) -> dict[str, float | int]:
+    """Score the round's global network of the instruction's phase on the site's validation cases.
 
     Returns aggregate figures only (summed loss, counts, score histograms per class; see
     common.federated_validation); a site without validation cases returns zero counts.
     """
+    phase, profile = instruction.phase, instruction.profile
     model = phase_network(profile, phase)
     model.load_state_dict(msg.arrays_to_state(arrays, model.state_dict()))
     return validation_figures(site, phase, profile, model)

@@ -1,27 +1,34 @@
-"""What travels between the server and the sites: message types, record keys and conversions.
+"""What travels between the server and the sites: message types, typed instructions and replies.
 
-Both sides import these names, so a renamed key cannot silently break the protocol. Only weights,
-configuration, example counts and aggregate figures are ever put into a message.
+Both sides build and read messages only through this module, so a renamed key cannot silently
+break the protocol, and a malformed message is refused with a ProtocolError naming the key.
+Only weights, configuration, case counts and aggregate figures are ever put into a message.
+
+    query.site_info     ->  SiteDescription (name, role, cohort, case counts)
+    train               ->  PhaseInstruction + weights  ->  weights + training figures
+    evaluate.validate   ->  PhaseInstruction + weights  ->  validation counts (federated_validation)
+    evaluate            ->  EvaluationInstruction + CLA-HDM weights  ->  aggregate figures
 """
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from typing import Mapping
 
 import numpy as np
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, MessageType, MetricRecord, RecordDict
 
 from common.config import Profile, get_profile
 from common.errors import ProtocolError
 from common.typed_config import from_dict, to_dict
 
-# Message types (Flower: "train" and "evaluate" are built in; custom ones are "query.<name>").
-SITE_INFO = "query.site_info"
-TRAIN = "train"
+# Message types: Flower's own, and named variants of them ("<type>.<name>").
+SITE_INFO = f"{MessageType.QUERY}.site_info"
+TRAIN = MessageType.TRAIN
 # Each round's global network scored on the sites' validation cases (Flower's evaluate round).
-VALIDATE = "evaluate.validate"
-FINAL_EVAL = "evaluate"
+VALIDATE = f"{MessageType.EVALUATE}.validate"
+FINAL_EVAL = MessageType.EVALUATE
 
 # Record keys inside a message's RecordDict (FedAvg's defaults for the first two).
 ARRAYS = "arrays"
@@ -31,6 +38,23 @@ SITE = "site"
 
 # The key FedAvg weights by: the number of this sub-model's local training cases.
 NUM_EXAMPLES = "num-examples"
+# Set by Flower's strategies in every train/evaluate config: the round within this strategy run.
+SERVER_ROUND = "server-round"
+# Added by Flower's FedProx to the train config.
+PROXIMAL_MU = "proximal-mu"
+
+
+def train_count(phase: str) -> str:
+    """Key of a site's count of training cases for a phase (`shared` or a sub-model)."""
+    return f"train.{phase}"
+
+
+def validation_count(phase: str) -> str:
+    """Key of a site's count of validation cases for a phase."""
+    return f"validation.{phase}"
+
+
+TRAIN_TOTAL, HELDOUT_TOTAL = "train.total", "heldout.total"
 
 
 def state_to_arrays(state: Mapping[str, torch.Tensor]) -> ArrayRecord:
@@ -107,3 +131,116 @@ def signed_config(profile_json: str) -> dict:
     """What a model signature covers besides the weights: the whole profile that builds and feeds
     the model (architecture, gate threshold, preprocessing)."""
     return {"profile": json.loads(profile_json)}
+
+
+def _get(config: Mapping[str, object], key: str, kind: type, default: object = None) -> object:
+    """`config[key]` as `kind`, or ProtocolError naming the key (a missing key takes `default` if given)."""
+    if key not in config:
+        if default is not None:
+            return default
+        raise ProtocolError(f"the message lacks {key!r} (server and site run different clafed versions?)")
+    value = config[key]
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+        raise ProtocolError(f"{key!r} must be a {kind.__name__}, got {type(value).__name__}")
+    return value
+
+
+@dataclass(frozen=True)
+class PhaseInstruction:
+    """A train or validate message: which phase's network, under which profile, where in the schedule.
+
+    `server_round` is the round within the current strategy run (Flower sets it); after a
+    resume the phase's rounds continue from `round_offset`.
+    """
+
+    phase: str
+    profile_json: str
+    rounds: int
+    round_offset: int = 0
+    seed: int = 0
+    server_round: int = 1
+    proximal_mu: float = 0.0
+
+    @property
+    def profile(self) -> Profile:
+        return profile_from_json(self.profile_json)
+
+    @property
+    def round(self) -> int:
+        """The round of the phase this message trains (1-based, counted over resumes)."""
+        return self.round_offset + self.server_round
+
+    def config(self) -> ConfigRecord:
+        """The config the server hands to Flower's strategy (which adds server-round, proximal-mu)."""
+        return ConfigRecord({"phase": self.phase, "profile": self.profile_json, "rounds": self.rounds,
+                             "round-offset": self.round_offset, "seed": self.seed})
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, object]) -> "PhaseInstruction":
+        return cls(phase=_get(config, "phase", str), profile_json=_get(config, "profile", str),
+                   rounds=_get(config, "rounds", int), round_offset=_get(config, "round-offset", int),
+                   seed=_get(config, "seed", int), server_round=_get(config, SERVER_ROUND, int),
+                   proximal_mu=_get(config, PROXIMAL_MU, float, 0.0))
+
+
+@dataclass(frozen=True)
+class EvaluationInstruction:
+    """The final-evaluation message: the run's name (a folder at the site), the profile that builds
+    the CLA-HDM, the coordinator's signature over weights + profile, and the bootstrap settings."""
+
+    profile_json: str
+    run: str
+    bootstrap: int
+    seed: int
+    signature: str | None = None
+
+    @property
+    def profile(self) -> Profile:
+        return profile_from_json(self.profile_json)
+
+    def config(self) -> ConfigRecord:
+        return config_record({"profile": self.profile_json, "run": self.run, "bootstrap": self.bootstrap,
+                              "seed": self.seed, "signature": self.signature})
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, object]) -> "EvaluationInstruction":
+        signature = config.get("signature")
+        if signature is not None and not isinstance(signature, str):
+            raise ProtocolError(f"'signature' must be a str, got {type(signature).__name__}")
+        return cls(profile_json=_get(config, "profile", str), run=_get(config, "run", str),
+                   bootstrap=_get(config, "bootstrap", int), seed=_get(config, "seed", int), signature=signature)
+
+
+@dataclass(frozen=True)
+class SiteDescription:
+    """A site's answer to site_info: its name, role, held-out cohort and case counts, nothing more."""
+
+    name: str
+    role: str
+    cohort: str
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def content(self) -> RecordDict:
+        info = config_record({"name": self.name, "role": self.role, "cohort": self.cohort})
+        return RecordDict({SITE: info, METRICS: metric_record(self.counts)})
+
+    @classmethod
+    def from_content(cls, content: RecordDict) -> "SiteDescription":
+        """Read a site's self-description; anything that cannot be believed is a ProtocolError
+        (its name becomes a file name at the coordinator)."""
+        from common.names import name_problem
+
+        info, metrics = content.get(SITE), content.get(METRICS)
+        if not isinstance(info, ConfigRecord) or not isinstance(metrics, MetricRecord):
+            raise ProtocolError("its site_info reply lacks the site block or the counts")
+        name, role, cohort = (_get(info, key, str) for key in ("name", "role", "cohort"))
+        problem = name_problem(name)
+        if problem:
+            raise ProtocolError(f"site name refused: {problem}")
+        if role not in ("train", "evaluate"):
+            raise ProtocolError(f"unknown role {role[:40]!r}")
+        if not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 10 ** 7 for v in metrics.values()):
+            raise ProtocolError("case counts that are not whole numbers between 0 and 10^7")
+        return cls(name, role, cohort[:200], {str(k): int(v) for k, v in metrics.items()})

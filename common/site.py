@@ -57,12 +57,15 @@ class SiteData:
 
     def counts(self) -> dict[str, int]:
         """Aggregate case counts (the only description of its data a site shares)."""
-        out = {f"train.{lv.key}": sum(c.label in lv.labels for c in self.train_cases) for lv in LEVELS}
-        out[f"train.{SHARED}"] = len(self.train_cases)  # split_holdout keeps labelled cases only
-        out.update({f"validation.{lv.key}": sum(c.label in lv.labels for c in self.validation_cases) for lv in LEVELS})
-        out[f"validation.{SHARED}"] = len(self.validation_cases)
-        out["train.total"] = len(self.train_cases)
-        out["heldout.total"] = len(self.heldout_cases)
+        from common.messages import HELDOUT_TOTAL, TRAIN_TOTAL, train_count, validation_count
+
+        out = {train_count(lv.key): sum(c.label in lv.labels for c in self.train_cases) for lv in LEVELS}
+        out[train_count(SHARED)] = len(self.train_cases)  # split_holdout keeps labelled cases only
+        out.update({validation_count(lv.key): sum(c.label in lv.labels for c in self.validation_cases)
+                    for lv in LEVELS})
+        out[validation_count(SHARED)] = len(self.validation_cases)
+        out[TRAIN_TOTAL] = len(self.train_cases)
+        out[HELDOUT_TOTAL] = len(self.heldout_cases)
         return out
 
     def cohort(self) -> str:

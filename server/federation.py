@@ -20,7 +20,7 @@ from common import messages as msg
 from common.config import Profile
 from common.labels import SHARED
 from common.model import CLAHDM, SubModel
-from common.names import name_problem
+from common.errors import ProtocolError
 from common.training import seed_everything, train_phases
 from server.recorder import RunRecorder
 from server.settings import Settings
@@ -44,7 +44,7 @@ class SiteInfo:
     counts: dict[str, int] = field(default_factory=dict)
 
     def trains(self, phase: str) -> bool:
-        return self.role == "train" and self.counts.get(f"train.{phase}", 0) > 0
+        return self.role == "train" and self.counts.get(msg.train_count(phase), 0) > 0
 
 
 def wait_for_sites(grid: Grid, settings: Settings) -> list[int]:
@@ -62,18 +62,11 @@ def wait_for_sites(grid: Grid, settings: Settings) -> list[int]:
 
 def site_from_reply(node: int, content: RecordDict) -> tuple[SiteInfo | None, str | None]:
     """A site's self-description, or why it cannot be believed (its name becomes a file name)."""
-    info, metrics = content.get(msg.SITE), content.get(msg.METRICS)
-    if info is None or metrics is None or not {"name", "role", "cohort"} <= set(info):
-        return None, "its site_info reply lacks the name, role, cohort or counts"
-    problem = name_problem(info["name"])
-    if problem:
-        return None, f"site name refused: {problem}"
-    if info["role"] not in ("train", "evaluate"):
-        return None, f"unknown role {str(info['role'])[:40]!r}"
-    if not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 10 ** 7 for v in metrics.values()):
-        return None, "case counts that are not whole numbers between 0 and 10^7"
-    return SiteInfo(node, str(info["name"]), str(info["role"]), str(info["cohort"])[:200],
-                    {str(k): int(v) for k, v in metrics.items()}), None
+    try:
+        site = msg.SiteDescription.from_content(content)
+    except ProtocolError as err:
+        return None, str(err)
+    return SiteInfo(node, site.name, site.role, site.cohort, site.counts), None
 
 
 def discover_sites(grid: Grid, settings: Settings) -> tuple[list[SiteInfo], list[str]]:
@@ -153,14 +146,13 @@ def train_phase(grid: Grid, settings: Settings, profile: Profile, phase: str, ne
         recorder.validation_completed(phase, done + server_round, network.n_classes,
                                       {names.get(n, str(n)): f for n, f in figures.items()})
 
-    validators = [s.node_id for s in sites if s.role == "train" and s.counts.get(f"validation.{phase}", 0) > 0]
-    declared = {s.node_id: s.counts[f"train.{phase}"] for s in trainers}
+    validators = [s.node_id for s in sites if s.role == "train" and s.counts.get(msg.validation_count(phase), 0) > 0]
+    declared = {s.node_id: s.counts[msg.train_count(phase)] for s in trainers}
     strategy = make_strategy(settings, trainers_ids, on_round, validators, on_validation, declared)
-    config = msg.config_record({
-        "level": phase, "profile": msg.profile_to_json(profile), "rounds": rounds,
-        "round-offset": done, "seed": settings.seed})
+    config = msg.PhaseInstruction(phase=phase, profile_json=msg.profile_to_json(profile), rounds=rounds,
+                                  round_offset=done, seed=settings.seed).config()
     log.info("%s: federating rounds %d..%d over %s", phase, done + 1, rounds,
-             ", ".join(f"{s.name} ({s.counts[f'train.{phase}']} cases)" for s in trainers))
+             ", ".join(f"{s.name} ({s.counts[msg.train_count(phase)]} cases)" for s in trainers))
     strategy.start(grid, initial_arrays=msg.state_to_arrays(network.state_dict()),
                    num_rounds=rounds - done, timeout=settings.round_timeout, train_config=config,
                    evaluate_config=config)
@@ -178,8 +170,8 @@ def final_evaluation(grid: Grid, settings: Settings, profile: Profile, model: CL
                      sites: list[SiteInfo], recorder: RunRecorder) -> dict[str, dict]:
     """Send the assembled CLA-HDM to every site; keep the aggregate figures each one returns."""
     arrays = msg.state_to_arrays(model.state_dict())
-    config = recorder.final_model(model, profile, arrays, settings)
-    content = RecordDict({msg.ARRAYS: arrays, msg.CONFIG: config})
+    instruction = recorder.final_model(model, profile, arrays, settings)
+    content = RecordDict({msg.ARRAYS: arrays, msg.CONFIG: instruction.config()})
     queries = [Message(content, dst_node_id=s.node_id, message_type=msg.FINAL_EVAL) for s in sites]
     log.info("final evaluation: sending CLA-HDM (%.1f MB) to %s", msg.arrays_nbytes(arrays) / 1e6,
              ", ".join(s.name for s in sites))

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
-from flwr.app import ArrayRecord, ConfigRecord
+from flwr.app import ArrayRecord
 
 from common import federated_validation as fv
 from common import messages as msg
@@ -209,8 +209,9 @@ class RunRecorder:
         rd.write_json(self.path / rd.RUN_FILE, dict(info, decision_thresholds=dict(zip(LEVEL_KEYS, values))))
         return tuple(values)
 
-    def final_model(self, model: CLAHDM, profile: Profile, arrays: ArrayRecord, settings: Settings) -> ConfigRecord:
-        """Save (and sign, when a key is configured) the assembled CLA-HDM; return the message config."""
+    def final_model(self, model: CLAHDM, profile: Profile, arrays: ArrayRecord,
+                    settings: Settings) -> msg.EvaluationInstruction:
+        """Save (and sign, when a key is configured) the assembled CLA-HDM; return what the sites get."""
         save_checkpoint(self.path / rd.MODEL_FILE, model, profile.data, {"run": self.name, "rounds": profile.train.rounds})
         profile_json = msg.profile_to_json(profile)
         digest = weights_digest(msg.arrays_numpy(arrays), msg.signed_config(profile_json))
@@ -223,9 +224,8 @@ class RunRecorder:
         else:
             log.warning("signing_key not set: the final model goes out unsigned; sites configured with a "
                         "coordinator_public_key will refuse it")
-        return msg.config_record({
-            "profile": profile_json, "run": self.name, "digest": digest,
-            "signature": signature, "bootstrap": settings.bootstrap, "seed": settings.seed})
+        return msg.EvaluationInstruction(profile_json=profile_json, run=self.name, bootstrap=settings.bootstrap,
+                                         seed=settings.seed, signature=signature)
 
     def evaluation_received(self, site: str, role: str, cohort: str, figures: dict) -> dict:
         record = {"site": site, "role": role, "cohort": cohort, "n_cases": int(figures.get("n_cases", 0)),

@@ -51,8 +51,8 @@ def test_site_info_is_name_role_and_counts(site_yaml):
 
 def phase_request(profile, phase: str, kind: str) -> tuple[SubModel, Message]:
     model = SubModel(profile.model, n_classes=4 if phase == SHARED else 2)
-    config = msg.config_record({"level": phase, "profile": msg.profile_to_json(profile), "rounds": 2,
-                                "server-round": 1, "round-offset": 0, "seed": 0})
+    config = msg.PhaseInstruction(phase, msg.profile_to_json(profile), rounds=2).config()
+    config[msg.SERVER_ROUND] = 1  # what Flower's strategy adds
     content = RecordDict({msg.ARRAYS: msg.state_to_arrays(model.state_dict()), msg.CONFIG: config})
     return model, request(content, kind)
 
@@ -91,7 +91,7 @@ def test_validation_reply_is_counts_and_sums_only(site_yaml, tiny_profile, phase
 
 def test_an_unknown_phase_is_refused_by_name(site_yaml, tiny_profile):
     _, message = phase_request(tiny_profile, "submodel1", msg.TRAIN)
-    message.content[msg.CONFIG]["level"] = "submodel9"
+    message.content[msg.CONFIG]["phase"] = "submodel9"
     with pytest.raises(SiteFailure, match="unknown training phase 'submodel9'"):
         client_app.train(message, context(site_yaml))
 
@@ -126,3 +126,40 @@ def test_a_resumed_round_continues_the_schedule(site_yaml, tiny_profile):
     figures = dict(client_app.train(message, context(site_yaml)).content[msg.METRICS])
     train = tiny_profile.train
     assert figures["lr"] == pytest.approx(train.lr * lr_factor(1.0, train.warmup, train.lr_floor))
+
+
+def test_instructions_survive_the_trip_and_refuse_malformed_configs(tiny_profile):
+    from common.errors import ProtocolError
+
+    sent = msg.PhaseInstruction("submodel2", msg.profile_to_json(tiny_profile), rounds=4, round_offset=1, seed=7)
+    config = sent.config()
+    config[msg.SERVER_ROUND], config[msg.PROXIMAL_MU] = 2, 0.01  # what Flower's FedProx adds
+    received = msg.PhaseInstruction.from_config(config)
+    assert (received.phase, received.round, received.rounds, received.seed, received.proximal_mu) == \
+        ("submodel2", 3, 4, 7, 0.01)
+    assert received.profile == tiny_profile
+    del config["rounds"]
+    with pytest.raises(ProtocolError, match="lacks 'rounds'"):
+        msg.PhaseInstruction.from_config(config)
+    config["rounds"] = "4"
+    with pytest.raises(ProtocolError, match="'rounds' must be a int"):
+        msg.PhaseInstruction.from_config(config)
+    final = msg.EvaluationInstruction(msg.profile_to_json(tiny_profile), run="r1", bootstrap=50, seed=0)
+    assert msg.EvaluationInstruction.from_config(final.config()) == final  # no signature: the key is absent
+
+
+def test_training_settings_come_from_the_profile_and_where_to_run_from_the_site(site_yaml, tiny_profile,
+                                                                                 monkeypatch):
+    """The documented precedence of client.local_training.local_train_config."""
+    from dataclasses import replace
+
+    from client.local_training import local_train_config
+    from common.site import load_site
+
+    site = load_site(site_yaml)  # its YAML: batch_size 4, device cpu
+    profile = replace(tiny_profile, train=replace(tiny_profile.train, batch_size=3, lr=0.02, device="cuda"))
+    monkeypatch.setenv("CLAFED_PROGRESS", "0")
+    cfg = local_train_config(profile, site, seed=11)
+    assert (cfg.batch_size, cfg.lr, cfg.epochs) == (3, 0.02, tiny_profile.train.epochs)  # the profile's
+    assert (cfg.device, cfg.num_workers) == ("cpu", site.config.num_workers)  # the site's
+    assert cfg.seed == 11 and cfg.progress is False  # the round's seed; the environment's display

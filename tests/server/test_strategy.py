@@ -47,7 +47,7 @@ def strategy_for(model: SubModel, declared: dict[int, int], settings: Settings |
     """A strategy that has sent `model`'s weights to the `declared` sites (round 1 begun)."""
     reports = [] if reports is None else reports
     agg = make_strategy(settings or Settings(profile="tiny"), list(declared), reports.append, declared=declared)
-    agg.configure_train(1, msg.state_to_arrays(model.state_dict()), ConfigRecord({"level": "x"}), Grid(declared))
+    agg.configure_train(1, msg.state_to_arrays(model.state_dict()), ConfigRecord({"phase": "x"}), Grid(declared))
     return agg, reports
 
 
@@ -89,7 +89,7 @@ def test_failed_sites_are_reported_not_averaged(model):
 
 def test_round_is_sent_only_to_the_targeted_connected_sites(model):
     agg = make_strategy(Settings(profile="tiny"), [2, 4, 9], lambda r: None)
-    messages = agg.configure_train(1, msg.state_to_arrays(model.state_dict()), ConfigRecord({"level": "x"}), Grid())
+    messages = agg.configure_train(1, msg.state_to_arrays(model.state_dict()), ConfigRecord({"phase": "x"}), Grid())
     assert sorted(m.metadata.dst_node_id for m in messages) == [2, 4]  # 9 is not connected
     assert all(m.metadata.message_type == msg.TRAIN for m in messages)
 
