@@ -13,11 +13,11 @@ import torch
 from flwr.app import Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
-from common import messages as msg
 from client.disclosure import reported
 from client.final_evaluation import evaluate_final_model
 from client.local_training import train_round, validate_round
 from client.site_context import current_site
+from common import messages as msg
 
 app = ClientApp()
 

@@ -53,13 +53,13 @@ def summary_lines(figures: dict[str, float]) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     """Load the site and the model, evaluate the chosen cohort, print the headline figures."""
+    from client.evaluation import evaluate_site
     from common.checkpoint import load_checkpoint
     from common.config import ConfigError, load_site_config
     from common.manifest import ManifestError
     from common.signing import SignatureError, verify_checkpoint
     from common.site import SiteData
     from common.training import resolve_device
-    from client.evaluation import evaluate_site
 
     if args.resamples < 1:
         print("--resamples must be at least 1", file=sys.stderr)

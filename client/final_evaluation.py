@@ -12,8 +12,8 @@ from flwr.app import ArrayRecord
 
 from client.disclosure import shareable_evaluation
 from common import messages as msg
-from common.names import checked_name
 from common.model import CLAHDM
+from common.names import checked_name
 from common.site import SiteData
 from common.training import resolve_device
 

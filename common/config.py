@@ -5,7 +5,7 @@ import datetime as dt
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from common.labels import SHARED
 from common.names import name_problem
@@ -240,11 +240,9 @@ def load_site_config(path: str | Path) -> SiteConfig:
     path = Path(path)
     site = from_dict(SiteConfig, read_yaml(path), str(path))
     base = path.resolve().parent
-    resolved = {
-        name: (base / value).resolve() if isinstance(value, Path) and not value.is_absolute() else value
-        for name, value in vars(site).items()
-    }
-    return replace(site, **{k: v for k, v in resolved.items() if isinstance(v, Path)})
+    resolved: dict[str, Any] = {name: (base / value).resolve() for name, value in vars(site).items()
+                                if isinstance(value, Path) and not value.is_absolute()}
+    return replace(site, **resolved)
 
 
 __all__ = [

@@ -132,5 +132,5 @@ def balanced_sampler(targets: np.ndarray, seed: int) -> WeightedRandomSampler:
     """Draw each class equally often (with replacement), seeded; an epoch keeps the dataset's length."""
     per_case = class_weights(targets, int(targets.max()) + 1)[targets]
     generator = torch.Generator().manual_seed(seed)
-    return WeightedRandomSampler(torch.as_tensor(per_case, dtype=torch.double), num_samples=len(targets),
+    return WeightedRandomSampler(per_case.astype(np.float64).tolist(), num_samples=len(targets),
                                  replacement=True, generator=generator)

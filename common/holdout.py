@@ -37,7 +37,7 @@ def _stratified_fraction(cases: list[Case], fraction: float, seed: int) -> tuple
     """Hold out `fraction` of each class (at least one case where a class has two or more)."""
     rng = np.random.default_rng(seed)
     held: set[str] = set()
-    for label in sorted({c.label for c in cases}):
+    for label in sorted({c.label for c in cases if c.label is not None}):  # labelled cases only reach here
         ids = sorted(c.case_id for c in cases if c.label == label)
         n_held = int(round(fraction * len(ids)))
         if len(ids) >= 2:

@@ -48,7 +48,7 @@ def read_image(path: str | Path, max_pixels: int | None = MAX_PIXELS) -> np.ndar
     if not path.is_file():
         raise ImageError(f"missing file {path}")
     size = image_size(path) if max_pixels is not None else None
-    if size is not None and size[0] * size[1] > max_pixels:
+    if max_pixels is not None and size is not None and size[0] * size[1] > max_pixels:
         shape = f"{size[0]}x{size[1]} px" if size[1] > 1 else f"{size[0]:,} pixels"
         raise ImageError(f"image too large: {path} is {shape}, more than {max_pixels:,} pixels "
                          "(raise max_image_pixels in the site YAML if this is a real frame)")

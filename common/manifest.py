@@ -64,7 +64,8 @@ def row_to_case(row: dict[str, str], root: Path) -> Case:
     """Turn a (validated) manifest row into a Case with absolute image paths."""
     roi = None
     if all(row.get(c, "") != "" for c in ROI_COLUMNS):
-        roi = tuple(int(float(row[c])) for c in ROI_COLUMNS)
+        x, y, w, h = (int(float(row[c])) for c in ROI_COLUMNS)
+        roi = (x, y, w, h)
     known = set(REQUIRED_COLUMNS) | set(ROI_COLUMNS) | {"scanner"}
     return Case(
         case_id=row["case_id"],

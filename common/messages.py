@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Mapping, TypeVar, cast
 
 import numpy as np
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, MessageType, MetricRecord, RecordDict
+from flwr.app.typing import ConfigRecordValues, MetricRecordValues
 
 from common.config import Profile, get_profile
 from common.errors import ProtocolError
@@ -104,12 +105,12 @@ def profile_from_json(text: str) -> Profile:
 
 def config_record(values: Mapping[str, object]) -> ConfigRecord:
     """A ConfigRecord from plain values (None is dropped: Flower records cannot hold it)."""
-    return ConfigRecord({k: v for k, v in values.items() if v is not None})
+    return ConfigRecord({k: cast(ConfigRecordValues, v) for k, v in values.items() if v is not None})
 
 
 def metric_record(values: Mapping[str, float | int]) -> MetricRecord:
     """A MetricRecord of scalar figures; anything else is refused before it can leave a site."""
-    clean: dict[str, float | int] = {}
+    clean: dict[str, MetricRecordValues] = {}
     for key, value in values.items():
         if isinstance(value, (bool, np.bool_)):
             value = int(value)
@@ -133,7 +134,10 @@ def signed_config(profile_json: str) -> dict:
     return {"profile": json.loads(profile_json)}
 
 
-def _get(config: Mapping[str, object], key: str, kind: type, default: object = None) -> object:
+T = TypeVar("T", str, int, float)
+
+
+def _get(config: Mapping[str, object], key: str, kind: type[T], default: T | None = None) -> T:
     """`config[key]` as `kind`, or ProtocolError naming the key (a missing key takes `default` if given)."""
     if key not in config:
         if default is not None:
@@ -241,6 +245,7 @@ class SiteDescription:
             raise ProtocolError(f"site name refused: {problem}")
         if role not in ("train", "evaluate"):
             raise ProtocolError(f"unknown role {role[:40]!r}")
-        if not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 10 ** 7 for v in metrics.values()):
+        counts = {str(k): v for k, v in metrics.items() if isinstance(v, int) and not isinstance(v, bool)}
+        if len(counts) != len(metrics) or not all(0 <= v < 10 ** 7 for v in counts.values()):
             raise ProtocolError("case counts that are not whole numbers between 0 and 10^7")
-        return cls(name, role, cohort[:200], {str(k): int(v) for k, v in metrics.items()})
+        return cls(name, role, cohort[:200], counts)

@@ -15,7 +15,7 @@ import numpy as np
 from sklearn import metrics as skm
 from sklearn.exceptions import UndefinedMetricWarning
 
-from common.labels import CLASSES, LEVELS, MALIGNANT, CLASS_INDEX
+from common.labels import CLASS_INDEX, CLASSES, LEVELS, MALIGNANT
 
 BINARY_FIGURES: tuple[str, ...] = ("auc", "accuracy", "sensitivity", "specificity", "ppv", "npv",
                                    "f1", "mcc", "lr_pos", "lr_neg")

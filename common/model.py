@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import torch
 from torch import nn
@@ -125,12 +125,18 @@ class CLAHDM(nn.Module):
     @property
     def decision_thresholds(self) -> tuple[float, float, float]:
         """Each level's threshold on P(positive): the gate, then sub-models 2 and 3."""
-        return (float(self.threshold), *(float(t) for t in self.subtype_thresholds))
+        benign, malignant = (float(t) for t in self.subtype_thresholds)
+        return float(self.threshold), benign, malignant
 
     def forward(self, bus: torch.Tensor, cdfi: torch.Tensor) -> HierarchicalOutput:
         """Run all three sub-models and assemble the soft and hard 4-class probabilities."""
-        p = [torch.softmax(self.submodels[lv.key](bus, cdfi), dim=1)[:, 1] for lv in LEVELS]
-        return assemble(*p, threshold=self.threshold, subtype_thresholds=self.subtype_thresholds)
+        p1, p2, p3 = (torch.softmax(self.submodels[lv.key](bus, cdfi), dim=1)[:, 1] for lv in LEVELS)
+        _, benign, malignant = self.decision_thresholds
+        return assemble(p1, p2, p3, threshold=self.threshold, subtype_thresholds=(benign, malignant))
+
+    def submodel(self, key: str) -> SubModel:
+        """The sub-model of a level key, typed."""
+        return cast(SubModel, self.submodels[key])
 
 
 def centre_on(p: torch.Tensor, threshold: float) -> torch.Tensor:

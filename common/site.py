@@ -15,8 +15,9 @@ from common.manifest import Case, load_cases
 class SiteData:
     """One site's cases. Datasets are memoised so decoded images are reused across rounds.
 
-    Labelled cases (unlabeled ones never train nor score) fall in three disjoint parts: training, validation (a stratified share of the
-    pre-hold-out cases that scores each round's global model) and the held-out cohort.
+    Labelled cases (unlabeled ones never train nor score) fall in three disjoint parts: training,
+    validation (a stratified share of the pre-hold-out cases that scores each round's global
+    model) and the held-out cohort.
     """
 
     config: SiteConfig

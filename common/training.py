@@ -105,7 +105,8 @@ def train_submodel(model: SubModel, dataset: CaseDataset, cfg: TrainConfig, epoc
     loader = make_loader(dataset, cfg, shuffle=True)
     n_classes = model.n_classes
     weights = class_weights(dataset.targets(), n_classes) if cfg.balance == "loss" else None
-    criterion = nn.CrossEntropyLoss(weight=None if weights is None else torch.as_tensor(weights, dtype=torch.float32, device=device))
+    weight = None if weights is None else torch.as_tensor(weights, dtype=torch.float32, device=device)
+    criterion = nn.CrossEntropyLoss(weight=weight)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     anchor = [p.detach().clone() for p in model.parameters()] if proximal_mu > 0 else None
     n_epochs = epochs if epochs is not None else cfg.epochs
@@ -173,9 +174,9 @@ def train_phases(model: CLAHDM, shared_rounds: int, shared: Callable[[], SubMode
         train_phase(SHARED, network)
         for level in LEVELS:
             if untrained(level.key):
-                model.submodels[level.key].initialise_from(network)
+                model.submodel(level.key).initialise_from(network)
     for level in LEVELS:
-        train_phase(level.key, model.submodels[level.key])
+        train_phase(level.key, model.submodel(level.key))
 
 
 class evaluating:
@@ -223,7 +224,9 @@ def predict_clahdm(model: CLAHDM, dataset: CaseDataset, batch_size: int = 32,
     with evaluating(model):
         for bus, cdfi, target in DataLoader(dataset, batch_size=batch_size, num_workers=num_workers):
             out = model(bus.to(device), cdfi.to(device))
-            soft.append(out.soft.cpu()), hard.append(out.hard.cpu()), levels.append(out.levels.cpu())
+            soft.append(out.soft.cpu())
+            hard.append(out.hard.cpu())
+            levels.append(out.levels.cpu())
             targets.append(target)
     return Predictions([c.case_id for c in dataset.cases], _cat(targets, torch.long), _cat(soft, torch.float32),
                        _cat(hard, torch.float32), _cat(levels, torch.float32))

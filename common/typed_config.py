@@ -10,7 +10,7 @@ import dataclasses
 import types
 import typing
 from pathlib import Path
-from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+from typing import Any, Literal, TypeVar, Union, cast, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -26,7 +26,7 @@ def from_dict(cls: type[T], data: Any, source: str = "config", prefix: str = "")
     where = f"{source}: {prefix.rstrip('.')}" if prefix else source
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    fields = {f.name: f for f in dataclasses.fields(cast(Any, cls)) if f.init}
     unknown = sorted(set(data) - set(fields))
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {', '.join(map(str, unknown))}; "
@@ -103,7 +103,7 @@ def _convert(tp: Any, value: Any, source: str, key: str) -> Any:
     """Check `value` against type `tp`, converting where YAML is looser than Python."""
     origin = get_origin(tp)
     if dataclasses.is_dataclass(tp):
-        return from_dict(tp, value, source, f"{key}.")
+        return from_dict(cast(type, tp), value, source, f"{key}.")
     if origin in (Union, types.UnionType):
         options = get_args(tp)
         if value is None and type(None) in options:

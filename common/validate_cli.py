@@ -14,11 +14,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print every problem with its case id; exit 1 if there is any, 0 if the data is clean."""
-    from common.config import DataConfig, load_site_config
+    from common.config import MAX_IMAGE_PIXELS, DataConfig, load_site_config
     from common.typed_config import ConfigError
     from common.validation import validate_manifest
-
-    from common.config import MAX_IMAGE_PIXELS
 
     path: Path = args.path
     max_pixels = MAX_IMAGE_PIXELS

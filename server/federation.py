@@ -11,40 +11,27 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 from flwr.app import Message, RecordDict
 from flwr.serverapp import Grid
 
 from common import messages as msg
 from common.config import Profile
+from common.errors import ProtocolError
 from common.labels import SHARED
 from common.model import CLAHDM, SubModel
-from common.errors import ProtocolError
 from common.training import seed_everything, train_phases
 from server.recorder import RunRecorder
+from server.records import RoundReport, SiteInfo
 from server.settings import Settings
-from server.strategy import RoundReport, make_strategy, short_reason
+from server.strategy import make_strategy, short_reason
 
 log = logging.getLogger("clafed.server")
 
 
 class FederationError(RuntimeError):
     """The run cannot go on (too few sites, a failed round); the last completed round is kept."""
-
-
-@dataclass
-class SiteInfo:
-    """A connected site as it describes itself: name, role and aggregate case counts only."""
-
-    node_id: int
-    name: str
-    role: str
-    cohort: str
-    counts: dict[str, int] = field(default_factory=dict)
-
-    def trains(self, phase: str) -> bool:
-        return self.role == "train" and self.counts.get(msg.train_count(phase), 0) > 0
 
 
 def wait_for_sites(grid: Grid, settings: Settings) -> list[int]:

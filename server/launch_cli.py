@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 
 from common.launch import flower_env, run_forwarding
-from server.superlink_guard import DEFAULT_CONTROL_HOSTS
 from server.certs import CA_CERT, REGISTRY, SERVER_CERT, SERVER_KEY
+from server.superlink_guard import DEFAULT_CONTROL_HOSTS
 
 # Flower 1.41 serves the Fleet, Control and runtime APIs over HTTPS on this one port.
 DEFAULT_PORT = 8000

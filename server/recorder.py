@@ -10,7 +10,6 @@ import datetime as dt
 import json
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 from flwr.app import ArrayRecord
@@ -26,11 +25,8 @@ from common.signing import sign_checkpoint, sign_digest, weights_digest
 from common.typed_config import to_dict
 from server import run_dir as rd
 from server.privacy import epsilon
+from server.records import RoundReport, SiteInfo
 from server.settings import Settings, settings_json
-
-if TYPE_CHECKING:
-    from server.federation import SiteInfo
-    from server.strategy import RoundReport
 
 log = logging.getLogger("clafed.server")
 LEVEL_KEYS = tuple(LEVEL_BY_KEY)
@@ -74,7 +70,7 @@ class RunRecorder:
         """Rounds of a phase (`shared` or a sub-model's key) committed so far."""
         return int(self.state["completed"].get(phase, 0))
 
-    def started(self, sites: list["SiteInfo"], profile: Profile, site_failures: list[str] = ()) -> None:
+    def started(self, sites: list[SiteInfo], profile: Profile, site_failures: list[str] = ()) -> None:
         """Record who takes part; a resumed run must have the same sites and settings as before."""
         previous = rd.read_json(self.path / rd.RUN_FILE, {})
         profile_config = json.loads(json.dumps(to_dict(profile)))
@@ -120,7 +116,7 @@ class RunRecorder:
             network.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True))
         return network
 
-    def round_completed(self, phase: str, server_round: int, model: CLAHDM, report: "RoundReport",
+    def round_completed(self, phase: str, server_round: int, model: CLAHDM, report: RoundReport,
                         names: dict[int, str], shared: SubModel | None = None) -> None:
         """Persist a completed round (the model, or `shared` in the shared phase, holds its aggregate).
 

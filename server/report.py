@@ -24,11 +24,6 @@ from common.labels import CLASSES, LEVELS
 from server import paper_figures as paper
 from server import run_dir as rd
 
-REPORT_MD = "report.md"
-REPORT_HTML = "report.html"
-PLOTS_DIR = "report_plots"
-FAITHFULNESS_FILE = "faithfulness.json"
-READERS_FILE = "readers.md"
 MODEL_ROWS: tuple[tuple[str, str], ...] = tuple((lv.key, f"Sub-model {i + 1} ({lv.title})")
                                                 for i, lv in enumerate(LEVELS)) + (("clahdm", "CLA-HDM"),)
 # Table 1's columns: (header, figure of a sub-model, figure of CLA-HDM or None when it has none).
@@ -191,7 +186,7 @@ def png_bytes(fig: Figure) -> bytes:
 def plot_block(name: str, png: bytes, caption: str) -> Block:
     """A plot: linked file in Markdown, embedded base64 image in HTML."""
     data = base64.b64encode(png).decode("ascii")
-    return Block(f"![{caption}]({PLOTS_DIR}/{name}.png)",
+    return Block(f"![{caption}]({rd.PLOTS_DIR}/{name}.png)",
                  f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{data}">'
                  f"<figcaption>{html.escape(caption)}</figcaption></figure>", {f"{name}.png": png})
 
@@ -265,7 +260,7 @@ def table1(run: RunRecords) -> list[Block]:
     protocol = run.info.get("protocol", "unknown")
     exact = "holds exactly" if protocol == "paper" else "is approximate (different cases)"
     cohorts = "; ".join(f"{c.site} held-out ↔ {c.title}, n={c.n_cases}" for c in paper.COHORTS if c.site in sites)
-    notes = [f"Cohorts: " + "; ".join(f"**{s}**: {run.evaluations[s].get('cohort', 'held-out cases')}" for s in sites)
+    notes = ["Cohorts: " + "; ".join(f"**{s}**: {run.evaluations[s].get('cohort', 'held-out cases')}" for s in sites)
              + ".",
              "Figures are point estimates with 95% percentile bootstrap CIs computed at each site. Sub-models are "
              "scored on their own cases (all / benign / malignant); CLA-HDM's AUC is the 4-class micro average and "
@@ -439,7 +434,7 @@ def faithfulness(data: Mapping[str, Any] | None) -> list[Block]:
     if not data:
         return []
     intro = ("Heatmap faithfulness on the synthetic cases, whose node and vessel masks are known "
-             f"(from `{FAITHFULNESS_FILE}`).")
+             f"(from `{rd.FAITHFULNESS_FILE}`).")
     return [heading("Heatmap faithfulness"), text_block(intro), *nested_tables(data)]
 
 
@@ -491,13 +486,13 @@ def build_blocks(run_dir: Path) -> list[Block]:
         blocks.append(heading("Training"))
         for mode, run in compared.items():
             blocks += training_curves(run, f"Training: {mode}")
-            for model_dir in sorted((run.path / "models").glob(f"*/{rd.METRICS_FILE}")):  # local: one model per site
+            for model_dir in sorted((run.path / rd.MODELS_DIR).glob(f"*/{rd.METRICS_FILE}")):  # local: one model per site
                 blocks += training_curves(load_run(model_dir.parent), f"Training: {mode}, {model_dir.parent.name}")
     else:
         blocks += training_curves(primary)
-    faith = _extra_file(run_dir, primary, FAITHFULNESS_FILE)
+    faith = _extra_file(run_dir, primary, rd.FAITHFULNESS_FILE)
     blocks += faithfulness(rd.read_json(faith) if faith else None)
-    reader_md = _extra_file(run_dir, primary, READERS_FILE)
+    reader_md = _extra_file(run_dir, primary, rd.READERS_FILE)
     blocks += readers(reader_md.read_text(encoding="utf-8") if reader_md else None)
     return blocks
 
@@ -531,12 +526,12 @@ def write_report(run_dir: Path, out_dir: Path | None = None) -> tuple[Path, Path
     run_dir = Path(run_dir)
     out_dir = Path(out_dir) if out_dir else run_dir
     blocks = build_blocks(run_dir)
-    plots = out_dir / PLOTS_DIR
+    plots = out_dir / rd.PLOTS_DIR
     plots.mkdir(parents=True, exist_ok=True)
     for block in blocks:
         for name, png in block.plots.items():
             (plots / name).write_bytes(png)
-    md_path, html_path = out_dir / REPORT_MD, out_dir / REPORT_HTML
+    md_path, html_path = out_dir / rd.REPORT_MD, out_dir / rd.REPORT_HTML
     md_path.write_text(render_markdown(blocks), encoding="utf-8")
     html_path.write_text(render_html(blocks, f"clafed report: {run_dir.resolve().name}"), encoding="utf-8")
     return md_path, html_path

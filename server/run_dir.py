@@ -13,8 +13,12 @@
       checkpoints/shared.pt  the shared phase's 4-class network after its last completed round
       model.pt, model.sig  the final assembled CLA-HDM and the coordinator's signature of it (common.signing)
       evaluation/SITE.json what each site returned from its final evaluation (aggregate figures)
+      evaluation_failures.json  sites whose final evaluation failed, with the reason they gave
       references.json      (simulation) histogram floor and drawn-feature ceiling on the same split
-      report.md, report.html
+      report.md, report.html, report_plots/   the report (server/report.py)
+      faithfulness.json, readers.md           optional inputs of the report, when present
+      sites/, site_outputs/  (simulation) the virtual sites' YAMLs and their local outputs
+      models/SITE/           (local mode) each site's own model and records
 
 A comparison (`clafed simulate --mode federated,pooled,local`) holds one such run per mode in
 RUN_DIR/federated, RUN_DIR/pooled, RUN_DIR/local, all evaluated on the same held-out cohorts.
@@ -24,9 +28,9 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 from common.names import checked_name
-from typing import Any
 
 RUN_FILE = "run.json"
 STATE_FILE = "state.json"
@@ -40,6 +44,14 @@ MODEL_FILE = "model.pt"
 SIGNATURE_FILE = "model.sig"
 EVALUATION_DIR = "evaluation"
 FAILURES_FILE = "evaluation_failures.json"
+REPORT_MD = "report.md"
+REPORT_HTML = "report.html"
+PLOTS_DIR = "report_plots"
+FAITHFULNESS_FILE = "faithfulness.json"
+READERS_FILE = "readers.md"
+SITES_DIR = "sites"
+SITE_OUTPUTS_DIR = "site_outputs"
+MODELS_DIR = "models"
 MODES = ("federated", "pooled", "local")
 
 

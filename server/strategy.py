@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 import numpy as np
@@ -20,30 +19,8 @@ from flwr.serverapp.strategy import FedAdam, FedAvg, FedMedian, FedProx, FedTrim
 from common.messages import ARRAYS, CONFIG, METRICS, NUM_EXAMPLES, TRAIN, VALIDATE
 from server import reply_checks
 from server.privacy import GaussianDP
+from server.records import RoundReport
 from server.settings import Settings
-
-
-@dataclass
-class RoundReport:
-    """What one round produced, handed to the server's recorder before the next round starts."""
-
-    server_round: int
-    arrays: ArrayRecord | None
-    metrics: MetricRecord | None
-    # node id -> that node's reply metrics (counts and aggregate training figures only)
-    replies: dict[int, dict] = field(default_factory=dict)
-    failures: dict[int, str] = field(default_factory=dict)
-    targeted: list[int] = field(default_factory=list)
-    # node id -> the factor its update was shrunk by (norm clipping), for the sites clipped
-    clipped: dict[int, float] = field(default_factory=dict)
-    # names of the targeted sites that neither replied nor failed (set by the server)
-    silent: list[str] = field(default_factory=list)
-    # node id -> L2 norm of its update before any clipping (what a DP clip norm is chosen from)
-    update_norms: dict[int, float] = field(default_factory=dict)
-    # std of the differential-privacy noise added to this round's average (0: none)
-    dp_noise_std: float = 0.0
-    started: float = 0.0
-    finished: float = 0.0
 
 
 def short_reason(reason: str) -> str:

@@ -75,9 +75,8 @@ class ControlAccessGuard:
 
 def install(control_hosts: Sequence[str]) -> None:
     """Put the guard in front of Flower's middleware stack (fail closed if Flower changed)."""
-    from starlette.middleware import Middleware
-
     import flwr.superlink.main as superlink_main
+    from starlette.middleware import Middleware
 
     flower_middleware = getattr(superlink_main, "_get_middleware", None)
     if flower_middleware is None:

@@ -39,9 +39,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from sklearn.metrics import roc_auc_score
 
+    from common import metrics as m
     from common.config import HoldoutRule, SiteConfig, get_profile
     from common.dataset import CaseDataset
-    from common import metrics as m
     from common.labels import CLASSES, SHARED, phase_level
     from common.model import CLAHDM, SubModel
     from common.site import SiteData

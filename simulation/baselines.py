@@ -19,11 +19,10 @@ from common.model import CLAHDM, SubModel
 from common.site import SiteData
 from common.training import resolve_device, seed_everything, train_phases, train_submodel
 from server import run_dir as rd
-from server.federation import SiteInfo, with_thresholds
+from server.federation import with_thresholds
 from server.recorder import RunRecorder
+from server.records import RoundReport, SiteInfo
 from server.settings import Settings
-from server.strategy import RoundReport
-
 
 
 def load_sites(site_yamls: list[Path]) -> list[SiteData]:
@@ -109,7 +108,7 @@ def run_local(settings: Settings, site_yamls: list[Path], folder: Path) -> None:
     """One model per training site on its own cases, evaluated on its own held-out cohort."""
     sites = load_sites(site_yamls)
     for site in (s for s in sites if s.config.role == "train"):
-        model = train_centrally(settings, site.config.name, [site], folder / "models" / site.config.name)
+        model = train_centrally(settings, site.config.name, [site], folder / rd.MODELS_DIR / site.config.name)
         evaluate_at(model, settings, site, folder)
     train = settings.build_profile().train
     rd.write_json(folder / rd.RUN_FILE, {

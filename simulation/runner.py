@@ -17,7 +17,6 @@ from server import run_dir as rd
 from server.federation import FederationError
 from server.settings import ENV_RUN_CONFIG, Settings, settings_json
 
-
 DEFAULT_CACHE = Path(os.environ.get("CLAFED_CACHE", Path.home() / ".cache" / "clafed"))
 
 
@@ -87,7 +86,7 @@ def write_site_yamls(manifests: dict[str, Path], run_dir: Path, federation: Fede
     """One site YAML per virtual hospital, as a hospital would write it (roles by protocol)."""
     if federation.protocol not in ("federated", "paper"):
         raise ConfigError(f"unknown protocol {federation.protocol!r}: federated or paper")
-    folder = run_dir / "sites"
+    folder = run_dir / rd.SITES_DIR
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for index, (name, manifest) in enumerate(sorted(manifests.items())):
@@ -99,7 +98,7 @@ def write_site_yamls(manifests: dict[str, Path], run_dir: Path, federation: Fede
             "device": federation.device, "batch_size": batch_size,
             "heatmaps": {"mode": "per_class" if federation.heatmaps_per_class else "none",
                          "per_class": max(1, federation.heatmaps_per_class)},
-            "output_dir": str((run_dir / "site_outputs" / name).resolve()),
+            "output_dir": str((run_dir / rd.SITE_OUTPUTS_DIR / name).resolve()),
         }
         path = folder / f"{name}.yaml"
         path.write_text(yaml.safe_dump(site, sort_keys=False))

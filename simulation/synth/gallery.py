@@ -21,7 +21,7 @@ def gallery_cases(seed: int, scanners: list[str] | None = None) -> dict[tuple[st
     site_of = {s.name: site for site, styles in SITE_SCANNERS.items() for s in styles}
     cases = {}
     for i, label in enumerate(CLASSES):
-        for j, name in enumerate(names):
+        for name in names:
             number = i * len(SCANNERS) + list(SCANNERS).index(name) + 1
             plan = CasePlan(f"g-{number:04d}", site_of[name], _GALLERY_SITE, number, label, "gallery",
                             "2021-06-01", name)

@@ -9,7 +9,6 @@ import numpy as np
 
 from simulation.synth.fields import fill_polygon
 
-
 _TABLE = 1024  # angular resolution of the boundary look-up in `frame`
 
 

@@ -57,7 +57,8 @@ def test_an_added_module_that_could_shadow_a_library_is_refused(fab):
 def test_another_clientapp_or_a_missing_config_is_refused(fab):
     config = zipfile.ZipFile(io.BytesIO(fab)).read("pyproject.toml").decode()
     other = config.replace('clientapp = "client.client_app:app"', 'clientapp = "simulation.runner:app"')
-    assert "ClientApp is 'simulation.runner:app'" in app_guard.app_problems(rebuilt(fab, **{"pyproject.toml": other.encode()}))[0]
+    problems = app_guard.app_problems(rebuilt(fab, **{"pyproject.toml": other.encode()}))
+    assert "ClientApp is 'simulation.runner:app'" in problems[0]
     assert app_guard.app_problems(rebuilt(fab, **{"pyproject.toml": None})) == ["no pyproject.toml"]
     assert app_guard.app_problems(b"not a zip") == ["not a FAB (zip) archive"]
 

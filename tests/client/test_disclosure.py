@@ -7,8 +7,7 @@ import yaml
 from flwr.app import Context, Message, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
-from client import client_app
-from client import disclosure
+from client import client_app, disclosure
 from common import federated_validation as fv
 from common import messages as msg
 from common.config import get_profile

@@ -13,8 +13,18 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from sklearn.metrics import roc_auc_score
 
-from client.evaluation import (CONFUSION_FILE, LEVEL_COLUMNS, METRICS_FILE, PREDICTIONS_FILE, ROC_FILE,
-                               SOFT_COLUMNS, aggregate_figures, aggregate_keys, assert_aggregate, evaluate_site)
+from client.evaluation import (
+    CONFUSION_FILE,
+    LEVEL_COLUMNS,
+    METRICS_FILE,
+    PREDICTIONS_FILE,
+    ROC_FILE,
+    SOFT_COLUMNS,
+    aggregate_figures,
+    aggregate_keys,
+    assert_aggregate,
+    evaluate_site,
+)
 from common.checkpoint import save_checkpoint
 from common.cli import main
 from common.config import get_profile

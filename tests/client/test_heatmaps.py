@@ -190,12 +190,12 @@ def test_masking_what_the_heatmap_marks_lowers_the_probability_more_than_masking
             out[region] = 0
             return out
 
-        def top(h):
+        def top(h, count=count):
             region = np.zeros(h.size, bool)
             region[np.argsort(h.ravel(), kind="stable")[::-1][:count]] = True
             return region.reshape(h.shape)
 
-        def square(shape):
+        def square(shape, side=side):
             region = np.zeros(shape[:2], bool)
             y, x = rng.integers(0, shape[0] - side + 1), rng.integers(0, shape[1] - side + 1)
             region[y:y + side, x:x + side] = True

@@ -9,9 +9,9 @@ from flwr.supercore.task_identity import TaskIdentity
 
 from client import client_app
 from client.disclosure import SiteFailure
-from common import messages as msg
 from common import federated_validation as fv
-from common.labels import LEVELS, PHASES, SHARED
+from common import messages as msg
+from common.labels import PHASES, SHARED
 from common.model import SubModel
 from tests.sitegen import write_site
 

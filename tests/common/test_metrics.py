@@ -9,8 +9,16 @@ from sklearn.metrics import auc, roc_auc_score
 from sklearn.preprocessing import label_binarize
 
 from common.labels import CLASSES
-from common.metrics import (CI, binary_metrics, cohort_metrics, flatten, label_metrics, micro_roc,
-                            multiclass_metrics, per_class_roc)
+from common.metrics import (
+    CI,
+    binary_metrics,
+    cohort_metrics,
+    flatten,
+    label_metrics,
+    micro_roc,
+    multiclass_metrics,
+    per_class_roc,
+)
 
 
 def _known_4class():

@@ -7,8 +7,7 @@ import pytest
 
 from common.cli import main
 from common.labels import CLASSES
-from common.readers import (MODEL, ReadsError, analyse_readers, load_reader_data, mcnemar_exact,
-                            permutation_test)
+from common.readers import MODEL, ReadsError, analyse_readers, load_reader_data, mcnemar_exact, permutation_test
 
 
 def _study(n=40, seed=0):

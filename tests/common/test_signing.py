@@ -5,8 +5,15 @@ import numpy as np
 import pytest
 import torch
 
-from common.signing import (SignatureError, sign_checkpoint, sign_digest, signature_path, verify_checkpoint,
-                            verify_digest, weights_digest)
+from common.signing import (
+    SignatureError,
+    sign_checkpoint,
+    sign_digest,
+    signature_path,
+    verify_checkpoint,
+    verify_digest,
+    weights_digest,
+)
 from server.certs import generate_credentials
 
 

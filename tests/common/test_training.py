@@ -4,7 +4,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from common.config import get_profile
 from common.dataset import CaseDataset
 from common.labels import LEVEL_BY_KEY
 from common.manifest import load_cases
@@ -25,7 +24,8 @@ def test_tiny_submodel_overfits_16_cases_through_both_branches(site_manifest, ti
     assert accuracy >= 0.95, (accuracy, [h.loss for h in history])
     assert history[-1].loss < history[0].loss and history[-1].num_examples == 16
     for branch in ("bus", "cdfi"):
-        assert not torch.equal(before[f"{branch}.layer1.0.conv1.weight"], model.state_dict()[f"{branch}.layer1.0.conv1.weight"])
+        key = f"{branch}.layer1.0.conv1.weight"
+        assert not torch.equal(before[key], model.state_dict()[key])
     assert not torch.equal(before["cdfi_attention.fc.0.weight"], model.state_dict()["cdfi_attention.fc.0.weight"])
 
 

@@ -29,25 +29,30 @@ def main(base: Path) -> None:
     try:
         assert clafed(["synth", "--preset", "small", "--seed", "0", "--out", str(base / "data"), "--workers", "1"]) == 0
         creds = generate_credentials(base / "credentials", ["127.0.0.1"], list(SITES))
-        port = free_port(); address = f"127.0.0.1:{port}"; procs.markers.append(address)
+        port = free_port()
+        address = f"127.0.0.1:{port}"
+        procs.markers.append(address)
         link = procs.start("superlink", [*CLAFED, "server", "--certs", str(creds.out), "--host", "127.0.0.1",
                                          "--port", str(port), "--no-database"], cwd=base / "superlink",
                            env=env_with(FLWR_HOME=str(base / "superlink" / "home")))
         wait_for(lambda: READY in link.text(), 60, "superlink", procs.dump)
         home = flower_home(base / "coord", "rel", address, creds.ca_cert)
         for s in SITES:
-            assert run_flwr(["supernode", "register", str(creds.site_keys[s][1]), "rel", "--name", s], home, 60, base).returncode == 0
+            register = ["supernode", "register", str(creds.site_keys[s][1]), "rel", "--name", s]
+            assert run_flwr(register, home, 60, base).returncode == 0
         nodes = {}
         for s in SITES:
             path = site_yaml(base, s, base / "data", creds, address)
             if s == "hospital2":  # a second training site, so a round can go on without one of them
-                site = yaml.safe_load(path.read_text()); site.update(role="train", holdout={"kind": "fraction", "fraction": 0.3})
+                site = yaml.safe_load(path.read_text())
+                site.update(role="train", holdout={"kind": "fraction", "fraction": 0.3})
                 path.write_text(yaml.safe_dump(site))
-            rt = free_port(); procs.markers.append(f"127.0.0.1:{rt}")
+            rt = free_port()
+            procs.markers.append(f"127.0.0.1:{rt}")
             nodes[s] = procs.start(s, [*CLAFED, "client", "--site", str(path), "--runtime-port", str(rt)],
                                    cwd=base / "work" / s, env=env_with())
         for s, n in nodes.items():
-            wait_for(lambda: "SuperNode ID" in n.text(), 60, s, procs.dump)
+            wait_for(lambda n=n: "SuperNode ID" in n.text(), 60, s, procs.dump)
         run_dir = base / "run"
         cfg = (f'profile="tiny" rounds=2 run-dir="{run_dir}" signing-key="{creds.signing_key}" min-sites=3 '
                f'min-train-sites=1 bootstrap=50 connect-timeout=60.0 round-timeout=60.0 eval-timeout=90.0')
@@ -57,14 +62,17 @@ def main(base: Path) -> None:
         killed = time.time()
         procs.stop(nodes["hospital2"], grace=0)
         print(f"killed hospital2's SuperNode at {killed - t0:.0f} s")
+        failures = run_dir / "evaluation_failures.json"
         wait_for(lambda: (run_dir / "evaluation" / "hospital1.json").is_file()
-                 and ((run_dir / "evaluation_failures.json").is_file() or (run_dir / "evaluation" / "hospital2.json").is_file()),
+                 and (failures.is_file() or (run_dir / "evaluation" / "hospital2.json").is_file()),
                  600, "the run to end", procs.dump)
         print(f"run ended {time.time() - killed:.0f} s after the kill")
         for line in (run_dir / "metrics.jsonl").read_text().splitlines():
-            r = json.loads(line); print(r["level"], r["round"], "sites:", sorted(r["sites"]), "failed:", r["failed_sites"], f"{r['round_seconds']:.0f} s")
+            r = json.loads(line)
+            print(r["level"], r["round"], "sites:", sorted(r["sites"]), "failed:", r["failed_sites"],
+                  f"{r['round_seconds']:.0f} s")
         print("evaluated:", sorted(p.stem for p in (run_dir / "evaluation").glob("*.json")))
-        print("failures:", (run_dir / "evaluation_failures.json").read_text() if (run_dir / "evaluation_failures.json").is_file() else None)
+        print("failures:", failures.read_text() if failures.is_file() else None)
     finally:
         procs.stop_all()
 

@@ -80,7 +80,8 @@ def deployment(tmp_path_factory):
             nodes[site] = procs.start(site, [*CLAFED, "client", "--site", str(path), "--runtime-port", str(runtime)],
                                       cwd=base / "work" / site, env=env_with())
         for site, node in nodes.items():
-            wait_for(lambda: "SuperNode ID" in node.text() or not node.alive(), 60, f"{site} to connect", procs.dump)
+            wait_for(lambda node=node: "SuperNode ID" in node.text() or not node.alive(), 60, f"{site} to connect",
+                     procs.dump)
             assert node.alive(), procs.dump()
         yield {"base": base, "creds": creds, "address": address, "port": port, "home": home, "procs": procs,
                "nodes": nodes}

@@ -6,8 +6,6 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-import pytest
-
 from client.launch_cli import check_site_credentials, flwr_home, supernode_command
 from common.cli import main
 from common.config import load_site_config

@@ -6,11 +6,10 @@ import pytest
 from common.config import ConfigError
 from common.model import CLAHDM
 from server import run_dir as rd
-from server.federation import SiteInfo
 from server.recorder import RunRecorder
-from server.report import render_markdown, build_blocks
+from server.records import RoundReport, SiteInfo
+from server.report import build_blocks, render_markdown
 from server.settings import Settings, load_settings
-from server.strategy import RoundReport
 
 SITES = [SiteInfo(1, "hospital1", "train", "c", {"train.submodel1": 10}),
          SiteInfo(2, "hospital2", "train", "c", {"train.submodel1": 10})]

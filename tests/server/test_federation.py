@@ -12,10 +12,11 @@ from common import messages as msg
 from common.labels import LEVELS, SHARED
 from common.model import CLAHDM
 from server import run_dir as rd
-from server.federation import FederationError, SiteInfo, train_all, train_phase, with_thresholds
-from server.strategy import short_reason
+from server.federation import FederationError, train_all, train_phase, with_thresholds
 from server.recorder import RunRecorder
+from server.records import SiteInfo
 from server.settings import Settings
+from server.strategy import short_reason
 from tests.server.test_strategy import TaskIdentity  # noqa: F401  (sets the task identity)
 
 LEVEL = LEVELS[0]
@@ -120,7 +121,8 @@ def test_validation_rounds_are_recorded_and_choose_the_gate(tmp_path, tiny_profi
     model, grid = CLAHDM(tiny_profile.model), FakeGrid(second)
     train_all(grid, settings, one_round(tiny_profile), model, sites(validation=8), recorder)
     # Only nodes with validation cases get the evaluate round, the silent one included.
-    assert [(kind, node) for kind, node, _ in grid.sent if kind == msg.VALIDATE] == [(msg.VALIDATE, 1), (msg.VALIDATE, 2)] * 3
+    validations = [(kind, node) for kind, node, _ in grid.sent if kind == msg.VALIDATE]
+    assert validations == [(msg.VALIDATE, 1), (msg.VALIDATE, 2)] * 3
     records = rd.read_jsonl(tmp_path / "run" / rd.VALIDATION_FILE)
     assert [r["level"] for r in records] == [lv.key for lv in LEVELS]
     assert all(r["auc"] == 1.0 and r["n"] == 8 and r["loss"] == pytest.approx(0.25) for r in records)

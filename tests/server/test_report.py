@@ -76,8 +76,8 @@ def make_run(folder, mode: str = "federated", protocol: str = "paper", seed: int
 def comparison(tmp_path):
     for seed, mode in enumerate(rd.MODES):
         make_run(tmp_path / mode, mode, seed=seed)
-    (tmp_path / report.FAITHFULNESS_FILE).write_text(json.dumps(FAITHFULNESS))
-    (tmp_path / report.READERS_FILE).write_text(READERS_MD)
+    (tmp_path / rd.FAITHFULNESS_FILE).write_text(json.dumps(FAITHFULNESS))
+    (tmp_path / rd.READERS_FILE).write_text(READERS_MD)
     rd.write_json(tmp_path / rd.REFERENCES_FILE, {"hospital1": {"n_cases": 40.0, "histogram": 0.70, "drawn_feature": 0.95},
                                                   "hospital2": {"n_cases": 40.0, "histogram": 0.65}})
     return tmp_path

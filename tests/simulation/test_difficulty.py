@@ -4,8 +4,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from simulation.difficulty import GREY_BINS, HUE_BINS, histogram_baseline_auc, histogram_features, load_cases
-from simulation.difficulty import drawn_feature_auc, macro_ovr_auc, main
+from simulation.difficulty import (
+    GREY_BINS,
+    HUE_BINS,
+    drawn_feature_auc,
+    histogram_baseline_auc,
+    histogram_features,
+    load_cases,
+    macro_ovr_auc,
+    main,
+)
 
 
 def test_histogram_features_describe_the_images(small_dataset):

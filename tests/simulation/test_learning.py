@@ -1,9 +1,6 @@
 """The training recipe learns what only the images' layout shows, where a histogram model cannot."""
 from __future__ import annotations
 
-from dataclasses import replace
-
-import numpy as np
 import pytest
 import yaml
 

@@ -6,8 +6,8 @@ import pytest
 
 from common.config import HoldoutRule, SiteConfig
 from common.site import SiteData
-from simulation.difficulty import drawn_feature_auc, histogram_baseline_auc
 from server.report_learning import headroom as headroom_closed
+from simulation.difficulty import drawn_feature_auc, histogram_baseline_auc
 from simulation.references import drawn_features, reference_aucs
 
 

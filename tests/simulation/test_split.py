@@ -10,8 +10,16 @@ import pytest
 
 from common.cli import main
 from common.labels import CLASSES
-from simulation.split import (SplitError, largest_remainder, paper_counts, read_pooled, split_by_column,
-                              split_dirichlet, split_like_paper, write_split)
+from simulation.split import (
+    SplitError,
+    largest_remainder,
+    paper_counts,
+    read_pooled,
+    split_by_column,
+    split_dirichlet,
+    split_like_paper,
+    write_split,
+)
 
 
 def _pooled(counts: dict[str, int], seed: int = 0) -> pd.DataFrame:
