@@ -24,6 +24,8 @@ from flwr.app import Array, ArrayRecord
 from server.reply_checks import clipped, update_norm
 
 DEFAULT_DELTA = 1e-5
+# Noise can push a BatchNorm running variance below zero, which turns every output into NaN.
+MIN_VARIANCE = 1e-3
 
 
 @dataclass(frozen=True)
@@ -48,8 +50,10 @@ class GaussianDP:
         out = {}
         for key, array in arrays.items():
             values = array.numpy()
-            if values.dtype.kind == "f":
+            if values.dtype.kind == "f":  # BatchNorm statistics come from the cases too: noised as well
                 values = (values + rng.normal(0.0, std, size=values.shape)).astype(values.dtype)
+                if key.endswith("running_var"):  # a variance must stay positive (post-processing keeps DP)
+                    values = np.maximum(values, MIN_VARIANCE).astype(values.dtype)
             out[key] = Array(np.array(values, order="C"))  # ascontiguousarray would make 0-d arrays 1-d
         return ArrayRecord(out)
 

@@ -17,7 +17,8 @@ from matplotlib.figure import Figure
 
 from common.labels import CLASSES
 from server import run_dir as rd
-from server.report import Block, RunRecords, fmt, heading, plot_block, png_bytes, site_order, table_block, text_block
+from server.report_format import Block, fmt, heading, plot_block, png_bytes, table_block, text_block
+from server.report_sections import RunRecords, site_order
 
 
 def gated_recall(metrics: Mapping[str, float]) -> list[float]:

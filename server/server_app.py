@@ -8,6 +8,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from server import run_dir as rd
 from server.federation import FederationError, run_federation
+from server.report import write_report
 from server.settings import load_settings
 
 app = ServerApp()
@@ -18,8 +19,14 @@ def main(grid: Grid, context: Context) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     settings = load_settings(context.run_config)
     recorder = run_federation(grid, settings)
+    log = logging.getLogger("clafed.server")
+    try:
+        md, _ = write_report(recorder.path)
+        log.info("report: %s", md)
+    except Exception:  # noqa: BLE001 -- the run's records are complete; a report can be rebuilt with `clafed report`
+        log.exception("could not write the report of %s; run `clafed report %s`", recorder.path, recorder.path)
     problems = rd.run_problems(recorder.path)
     if problems:  # every record is written; the run still counts as failed
         raise FederationError(f"run finished in {recorder.path} with {len(problems)} site problem(s): "
                               + "; ".join(problems[:5]))
-    logging.getLogger("clafed.server").info("run complete: %s", recorder.path)
+    log.info("run complete: %s", recorder.path)

@@ -39,6 +39,15 @@ def test_the_noise_has_the_std_of_the_largest_site_weight(model):
     assert all(torch.equal(merged[k], state[k]) for k in ints)  # counters are never noised
 
 
+def test_noise_never_makes_a_variance_negative(model):
+    agg, _ = strategy_for(model, {1: 10}, Settings(profile="tiny", dp_noise=100.0, dp_clip=1.0))
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    arrays, _ = agg.aggregate_train(1, [reply(1, state, 10)])
+    merged = msg.arrays_to_state(arrays, model.state_dict())
+    variances = [v for k, v in merged.items() if k.endswith("running_var")]
+    assert variances and all(float(v.min()) > 0 for v in variances)
+
+
 def test_the_accountant_grows_with_rounds_and_shrinks_with_noise():
     assert epsilon(1.0, 0) == 0.0 and math.isinf(epsilon(0.0, 5))
     assert epsilon(1.0, 20) > epsilon(1.0, 5) > 0

@@ -11,7 +11,7 @@ import pytest
 
 from client.evaluation import aggregate_figures
 from common.cli import main
-from server import report
+from server import report, report_format
 from server import run_dir as rd
 from server.paper_figures import CLAHDM_MICRO_AUC, COHORT_BY_SITE, paper_auc
 
@@ -93,13 +93,13 @@ def test_report_has_every_section_from_saved_results(comparison):
     assert READERS_MD.strip() in md  # the reader study verbatim
     federated = rd.read_evaluations(comparison / "federated")
     # Table 1: ours with CIs beside the paper's figures for the corresponding cohort.
-    assert report.fmt_ci(federated["hospital2"]["metrics"], "submodel3.specificity") in md
+    assert report_format.fmt_ci(federated["hospital2"]["metrics"], "submodel3.specificity") in md
     assert "0.873 (0.838–0.908)" in md and "0.963" in md and "hospital1 paper AUC" in md
     assert "exact only under `--protocol paper`" in md and "holds exactly" in md
     # Comparison: every mode's micro AUC on each site.
     for mode in rd.MODES:
         metrics = rd.read_evaluations(comparison / mode)["hospital3"]["metrics"]
-        assert report.fmt_ci(metrics, "clahdm.auc_micro") in md
+        assert report_format.fmt_ci(metrics, "clahdm.auc_micro") in md
     # Faithfulness as a table: one row per class, one column per figure.
     assert re.search(r"\| metastatic \| 0\.720 \| 0\.480 \| 2 \|", md)
     for name in re.findall(r"\]\((report_plots/[^)]+)\)", md):
@@ -152,7 +152,7 @@ def test_sites_without_figures_and_unknown_sites_render_as_na(tmp_path):
 
 
 def test_markdown_to_html_subset_escapes_text():
-    page = report.markdown_to_html("## A <b>\n\nText with `code` and **bold**.\n\n| x | y |\n|---|---|\n"
+    page = report_format.markdown_to_html("## A <b>\n\nText with `code` and **bold**.\n\n| x | y |\n|---|---|\n"
                                    "| 1 | <script> |\n\n- one\n- two")
     assert "<h2>A &lt;b&gt;</h2>" in page and "<code>code</code>" in page and "<strong>bold</strong>" in page
     assert "<td>&lt;script&gt;</td>" in page and "<ul><li>one</li><li>two</li></ul>" in page

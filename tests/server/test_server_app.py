@@ -61,6 +61,7 @@ def test_a_clean_run_trains_every_phase_and_evaluates_every_site(tmp_path, monke
     run = tmp_path / "run"
     assert sorted(rd.read_evaluations(run)) == ["hospital1", "hospital2"]
     assert rd.run_problems(run) == [] and (run / rd.MODEL_FILE).is_file()
+    assert (run / rd.REPORT_MD).is_file() and (run / rd.REPORT_HTML).is_file()  # deployment writes it too
 
 
 def test_a_site_that_cannot_load_its_data_makes_the_run_fail_after_every_record_is_written(tmp_path, monkeypatch):
@@ -70,6 +71,7 @@ def test_a_site_that_cannot_load_its_data_makes_the_run_fail_after_every_record_
     run = tmp_path / "run"
     assert rd.read_json(run / rd.RUN_FILE)["finished"] and (run / rd.MODEL_FILE).is_file()
     assert list(rd.read_evaluations(run)) == ["hospital1"]
+    assert "could not take part: node 2" in (run / rd.REPORT_MD).read_text()
 
 
 def test_with_every_site_required_a_failed_site_stops_the_run_before_training(tmp_path, monkeypatch):
