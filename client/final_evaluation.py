@@ -5,7 +5,6 @@ Predictions, plots and heatmaps stay in the site's output folder; only aggregate
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
 from pathlib import Path
 
 from flwr.app import ArrayRecord
@@ -46,7 +45,7 @@ def evaluate_final_model(site: SiteData, arrays: ArrayRecord,
 
     verify_model(site, arrays, instruction)  # before anything of the model is used
     profile = instruction.profile
-    model = CLAHDM(replace(profile.model, pretrained="none"))  # weights come from the server
+    model = CLAHDM(profile.model)  # weights come from the server
     model.load_state_dict(msg.arrays_to_state(arrays, model.state_dict()))
     device = resolve_device(site.config.device)
     # The run's name comes from the server: a folder name, never a path.

@@ -29,8 +29,7 @@ def show_progress() -> bool:
 def phase_network(profile: Profile, phase: str) -> SubModel:
     """The network a phase trains: a binary sub-model, or the 4-class shared one."""
     level = phase_level(phase)  # refuses unknown phases by name
-    # Weights come from the server: never read an initialisation from disk or the network here.
-    return SubModel(replace(profile.model, pretrained="none"), n_classes=2 if level else 4)
+    return SubModel(profile.model, n_classes=2 if level else 4)  # random init: the weights come from the server
 
 
 def local_train_config(profile: Profile, site: SiteData, seed: int) -> TrainConfig:

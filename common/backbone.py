@@ -1,4 +1,8 @@
-"""ResNet feature extractors from torchvision, with ImageNet or local-file initialisation."""
+"""ResNet feature extractors from torchvision: one registry of backbones; building never loads weights.
+
+Like torchvision's constructors without `weights`, `build_extractor` only builds (random init);
+`load_pretrained` is the one place that reads ImageNet or local-file weights into a network.
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,13 +12,14 @@ from torch import nn
 from torchvision import models
 from torchvision.models.resnet import BasicBlock, ResNet
 
-# torchvision weights enums, where a network has ImageNet weights.
-_IMAGENET = {
-    "resnet18": models.ResNet18_Weights.IMAGENET1K_V1,
-    "resnet34": models.ResNet34_Weights.IMAGENET1K_V1,
-    "resnet50": models.ResNet50_Weights.IMAGENET1K_V2,
+# The backbone registry: how each ResNet is built, and its ImageNet weights where it has them.
+# resnet10 (one block per stage) exists only to keep tests and the `tiny` profile small.
+BACKBONES = {
+    "resnet10": (lambda: ResNet(BasicBlock, [1, 1, 1, 1]), None),
+    "resnet18": (lambda: models.resnet18(weights=None), models.ResNet18_Weights.IMAGENET1K_V1),
+    "resnet34": (lambda: models.resnet34(weights=None), models.ResNet34_Weights.IMAGENET1K_V1),
+    "resnet50": (lambda: models.resnet50(weights=None), models.ResNet50_Weights.IMAGENET1K_V2),
 }
-FEATURE_DIM = {"resnet10": 512, "resnet18": 512, "resnet34": 512, "resnet50": 2048}
 
 
 class ResNetExtractor(nn.Module):
@@ -37,39 +42,43 @@ class ResNetExtractor(nn.Module):
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
 
 
-def build_extractor(backbone: str, pretrained: str = "none") -> ResNetExtractor:
-    """Build a ResNet extractor.
+def build_extractor(backbone: str) -> ResNetExtractor:
+    """A randomly initialised ResNet extractor (resnet10 | resnet18 | resnet34 | resnet50)."""
+    if backbone not in BACKBONES:
+        raise ValueError(f"unknown backbone {backbone!r}; choose one of {', '.join(BACKBONES)}")
+    return ResNetExtractor(BACKBONES[backbone][0]())
 
-    Args:
-        backbone: resnet10 | resnet18 | resnet34 | resnet50.
-        pretrained: `none` (random init), `imagenet` (torchvision weights; downloads once into the
-            torch cache) or the path of a local ResNet state_dict file for air-gapped sites.
+
+def load_pretrained(model: nn.Module, backbone: str, source: str) -> nn.Module:
+    """Load pretrained ResNet weights into every extractor of `model` (returned for chaining).
+
+    `source`: `none` (leave the random init), `imagenet` (torchvision's weights; downloaded once
+    into the torch cache) or the path of a local torchvision ResNet state_dict (air-gapped sites).
     """
-    if backbone == "resnet10":
-        if pretrained == "imagenet":
-            raise ValueError("resnet10 has no ImageNet weights; use resnet18/34/50 or pretrained: none")
-        resnet = ResNet(BasicBlock, [1, 1, 1, 1])
-    elif backbone in _IMAGENET:
-        weights = _IMAGENET[backbone] if pretrained == "imagenet" else None
-        resnet = getattr(models, backbone)(weights=weights)
+    if source == "none":
+        return model
+    if source == "imagenet":
+        weights = BACKBONES[backbone][1]
+        if weights is None:
+            raise ValueError(f"{backbone} has no ImageNet weights; use resnet18/34/50 or pretrained: none")
+        state = weights.get_state_dict(progress=False)
     else:
-        raise ValueError(f"unknown backbone {backbone!r}; choose one of {', '.join(FEATURE_DIM)}")
-    if pretrained not in ("none", "imagenet"):
-        _load_local_weights(resnet, Path(pretrained))
-    return ResNetExtractor(resnet)
+        state = _read_local_weights(Path(source))
+    state = {k: v for k, v in state.items() if not k.startswith("fc.")}  # the classifier is not used
+    for extractor in (m for m in model.modules() if isinstance(m, ResNetExtractor)):
+        missing, unexpected = extractor.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise ValueError(f"{source}: not a {backbone} state_dict (missing {missing[:3]}..., "
+                             f"unexpected {unexpected[:3]}...)")
+    return model
 
 
-def _load_local_weights(resnet: ResNet, path: Path) -> None:
-    """Load a torchvision-format ResNet state_dict; the classifier (`fc.*`) may differ or be absent."""
+def _read_local_weights(path: Path) -> dict[str, torch.Tensor]:
+    """A torchvision-format ResNet state_dict from a file (a `state_dict` key and `module.` prefixes allowed)."""
     if not path.is_file():
         raise FileNotFoundError(f"pretrained weights file not found: {path} "
                                 "(set model.pretrained to none, imagenet or an existing file)")
     state = torch.load(path, map_location="cpu", weights_only=True)
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
-    state = {k.removeprefix("module."): v for k, v in state.items() if not k.removeprefix("module.").startswith("fc.")}
-    missing, unexpected = resnet.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not k.startswith("fc.")]
-    if missing or unexpected:
-        raise ValueError(f"{path}: not a matching ResNet state_dict "
-                         f"(missing {missing[:3]}..., unexpected {unexpected[:3]}...)")
+    return {k.removeprefix("module."): v for k, v in state.items()}

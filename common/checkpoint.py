@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -87,8 +87,7 @@ def model_from_payload(payload: Any, source: str = "checkpoint") -> LoadedModel:
         raise ValueError(f"{source}: the checkpoint lacks its model_config, data_config or state_dict")
     model_cfg = from_dict(ModelConfig, payload["model_config"], source)
     data_cfg = from_dict(DataConfig, payload["data_config"], source)
-    # The file holds every weight: never download or read the original initialisation again.
-    model = CLAHDM(replace(model_cfg, pretrained="none"))
+    model = CLAHDM(model_cfg)  # built only: the file holds every weight
     try:
         model.load_state_dict(payload["state_dict"])
     except (RuntimeError, KeyError, TypeError) as err:

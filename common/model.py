@@ -7,7 +7,7 @@ from typing import NamedTuple, cast
 import torch
 from torch import nn
 
-from common.backbone import build_extractor
+from common.backbone import build_extractor, load_pretrained
 from common.config import ModelConfig
 from common.labels import LEVELS
 
@@ -70,8 +70,8 @@ class SubModel(nn.Module):
         super().__init__()
         self.n_classes = n_classes
         self.cdfi_attention = ChannelAttention()
-        self.bus = build_extractor(cfg.backbone, cfg.pretrained)
-        self.cdfi = build_extractor(cfg.backbone, cfg.pretrained)
+        self.bus = build_extractor(cfg.backbone)
+        self.cdfi = build_extractor(cfg.backbone)
         dim = self.bus.out_channels
         self.fusion_attention = ModalityFusionAttention(dim)
         self.head = _mlp(2 * dim, cfg.fusion_hidden, cfg.dropout, n_classes)
@@ -169,3 +169,13 @@ def assemble(p_malignant: torch.Tensor, p_tb: torch.Tensor, p_met: torch.Tensor,
 def count_parameters(module: nn.Module) -> int:
     """Number of parameters (trainable or not) of a module."""
     return sum(p.numel() for p in module.parameters())
+
+
+def initial_model(cfg: ModelConfig) -> CLAHDM:
+    """A CLA-HDM to start training from: random heads, extractors as `cfg.pretrained` says."""
+    return cast(CLAHDM, load_pretrained(CLAHDM(cfg), cfg.backbone, cfg.pretrained))
+
+
+def initial_network(cfg: ModelConfig, n_classes: int) -> SubModel:
+    """A sub-model-shaped network (the shared phase's 4-class one) to start training from."""
+    return cast(SubModel, load_pretrained(SubModel(cfg, n_classes), cfg.backbone, cfg.pretrained))

@@ -91,11 +91,36 @@ class SiteData:
         return self._datasets[key]
 
 
-_LOADED: dict[tuple[str, float], SiteData] = {}
+# site YAML path -> (fingerprint of its files, the loaded site)
+_LOADED: dict[str, tuple[tuple, SiteData]] = {}
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_mtime_ns, stat.st_size
+
+
+def files_fingerprint(yaml_path: Path, config: SiteConfig) -> tuple:
+    """What a loaded site depends on: its YAML, its manifest and every image the manifest lists
+    (modification time and size; stat calls only, no image is read)."""
+    from common.manifest import ManifestError, read_table
+
+    stamps: list = [_stamp(yaml_path), _stamp(config.manifest)]
+    try:
+        table = read_table(config.manifest)
+    except ManifestError:
+        return tuple(stamps)  # loading reports it
+    root = config.manifest.parent
+    stamps += [_stamp(root / rel) for column in ("bus_path", "cdfi_path") for rel in table[column]]
+    return tuple(stamps)
 
 
 def load_site(path: str | Path) -> SiteData:
-    """Load a site from its YAML once per process (keyed by path and modification time).
+    """Load a site from its YAML once per process, again whenever the YAML, the manifest or an
+    image it lists changed.
 
     A Flower client handles every round in the same process: re-validating hundreds of images
     per message would dominate a round on a small machine.
@@ -103,7 +128,9 @@ def load_site(path: str | Path) -> SiteData:
     path = Path(path).resolve()
     if not path.is_file():
         raise ConfigError(f"site config not found: {path} (check the SuperNode's node_config site-config)")
-    key = (str(path), path.stat().st_mtime)
-    if key not in _LOADED:
-        _LOADED[key] = SiteData.load(load_site_config(path))
-    return _LOADED[key]
+    config = load_site_config(path)
+    fingerprint = files_fingerprint(path, config)
+    cached = _LOADED.get(str(path))
+    if cached is None or cached[0] != fingerprint:
+        _LOADED[str(path)] = (fingerprint, SiteData.load(config))
+    return _LOADED[str(path)][1]

@@ -19,7 +19,7 @@ from common import messages as msg
 from common.checkpoint import atomic_torch_save, load_checkpoint, save_checkpoint
 from common.config import ConfigError, Profile
 from common.labels import LEVEL_BY_KEY, PHASES
-from common.model import CLAHDM, SubModel
+from common.model import CLAHDM, SubModel, initial_model, initial_network
 from common.names import name_problem
 from common.signing import sign_checkpoint, sign_digest, weights_digest
 from common.typed_config import to_dict
@@ -106,11 +106,11 @@ class RunRecorder:
         checkpoint = self.path / rd.CHECKPOINT_FILE
         if self.settings.resume and checkpoint.is_file():
             return load_checkpoint(checkpoint).model
-        return CLAHDM(profile.model)
+        return initial_model(profile.model)
 
     def shared_network(self, profile: Profile) -> SubModel:
         """The shared phase's 4-class network: its checkpoint when resuming, else a fresh one."""
-        network = SubModel(profile.model, n_classes=4)
+        network = initial_network(profile.model, n_classes=4)
         checkpoint = self.path / rd.SHARED_CHECKPOINT_FILE
         if self.settings.resume and checkpoint.is_file():
             network.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True))

@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     from common.config import HoldoutRule, SiteConfig, get_profile
     from common.dataset import CaseDataset
     from common.labels import CLASSES, SHARED, phase_level
-    from common.model import CLAHDM, SubModel
+    from common.model import SubModel, initial_model, initial_network
     from common.site import SiteData
     from common.training import predict_clahdm, seed_everything, train_phases, train_submodel
     from simulation.difficulty import macro_ovr_auc
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     test = sites["hospital1"].heldout_cases if "hospital1" in sites else next(iter(sites.values())).heldout_cases
     images: dict = {}
     seed_everything(args.seed)
-    model = CLAHDM(profile.model)
+    model = initial_model(profile.model)
     started = time.time()
 
     def train_phase(phase: str, network: SubModel) -> None:
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         train_submodel(network, dataset, replace(profile.train, seed=args.seed),
                        epochs=args.shared_epochs if phase == SHARED else args.epochs)
 
-    train_phases(model, args.shared_epochs, lambda: SubModel(profile.model, n_classes=4), train_phase)
+    train_phases(model, args.shared_epochs, lambda: initial_network(profile.model, n_classes=4), train_phase)
     preds = predict_clahdm(model, CaseDataset(test, profile.data, cache=images))
     y, pred = preds.targets, preds.hard.argmax(1)
     levels = [m.auc_or_nan(targets, preds.levels[rows, k]) for k, (rows, targets) in enumerate(m.level_subsets(y))]

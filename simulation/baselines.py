@@ -15,7 +15,7 @@ from common import messages as msg
 from common.checkpoint import save_checkpoint
 from common.dataset import CaseDataset
 from common.labels import SHARED, phase_level
-from common.model import CLAHDM, SubModel
+from common.model import CLAHDM, SubModel, initial_model, initial_network
 from common.site import SiteData
 from common.training import resolve_device, seed_everything, train_phases, train_submodel
 from server import run_dir as rd
@@ -40,7 +40,7 @@ def train_centrally(settings: Settings, name: str, trainers: list[SiteData], fol
     recorder = RunRecorder.open(replace(settings, run_dir=str(folder), resume=False))
     recorder.started(site_infos(trainers), profile)
     seed_everything(settings.seed)
-    model = CLAHDM(profile.model)
+    model = initial_model(profile.model)
     device = resolve_device(trainers[0].config.device)
     cases = [c for site in trainers for c in site.train_cases]
     images: dict = {}  # decoded once for all phases, as a site does
@@ -69,7 +69,7 @@ def train_centrally(settings: Settings, name: str, trainers: list[SiteData], fol
             recorder.validation_completed(phase, server_round, network.n_classes, {
                 site.config.name: validation_figures(site, phase, profile, network) for site in trainers})
 
-    train_phases(model, profile.train.shared_rounds, lambda: SubModel(profile.model, n_classes=4), train_phase)
+    train_phases(model, profile.train.shared_rounds, lambda: initial_network(profile.model, n_classes=4), train_phase)
     with_thresholds(profile, model, recorder)
     model.cpu()
     save_checkpoint(folder / rd.MODEL_FILE, model, profile.data, {"run": folder.name, "trained_on": name})

@@ -124,3 +124,28 @@ def test_a_site_decodes_each_image_once_for_all_its_datasets(site_manifest, tiny
             for i in range(len(ds)):
                 ds[i]
     assert len(reads) == len(set(reads)) == 2 * 16  # a BUS and a CDFI image per case, each read once
+
+
+def test_a_site_is_reloaded_when_its_manifest_or_an_image_changes(tmp_path):
+    import os
+
+    import yaml
+
+    from common.site import load_site
+    from tests.sitegen import write_site
+
+    manifest = write_site(tmp_path / "data", {"reactive": 2, "metastatic": 2})
+    path = tmp_path / "site.yaml"
+    path.write_text(yaml.safe_dump({"name": "h1", "manifest": str(manifest), "holdout": {"kind": "none"},
+                                    "validation_fraction": 0.0}))
+    first = load_site(path)
+    assert load_site(path) is first  # nothing changed: the same loaded site
+    image = next((manifest.parent / "images").glob("*_bus.png"))
+    stat = image.stat()
+    os.utime(image, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10 ** 9))  # the image was replaced
+    second = load_site(path)
+    assert second is not first
+    rows = manifest.read_text().splitlines()
+    manifest.write_text("\n".join(rows[:-1]) + "\n")  # one case removed from the manifest
+    third = load_site(path)
+    assert third is not second and len(third.train_cases) == len(second.train_cases) - 1

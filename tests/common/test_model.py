@@ -6,7 +6,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from common.backbone import build_extractor
+from common.backbone import build_extractor, load_pretrained
 from common.checkpoint import load_checkpoint, save_checkpoint
 from common.config import DataConfig, ModelConfig
 from common.model import CLAHDM, ChannelAttention, SubModel, assemble
@@ -80,15 +80,29 @@ def test_local_pretrained_weights_file_is_loaded(tmp_path):
     state["fc.weight"] = torch.zeros(1000, 512)  # a classifier from another task is ignored
     path = tmp_path / "resnet10.pth"
     torch.save(state, path)
-    loaded = build_extractor("resnet10", str(path))
-    torch.testing.assert_close(loaded.layer4[0].conv1.weight, source.layer4[0].conv1.weight)
+    model = SubModel(ModelConfig(backbone="resnet10", fusion_hidden=(32,), aux_hidden=16))
+    assert not torch.equal(model.bus.layer4[0].conv1.weight, source.layer4[0].conv1.weight)  # building never loads
+    load_pretrained(model, "resnet10", str(path))
+    for branch in (model.bus, model.cdfi):  # both extractors of the sub-model
+        torch.testing.assert_close(branch.layer4[0].conv1.weight, source.layer4[0].conv1.weight)
 
 
 def test_pretrained_errors_are_clear(tmp_path):
+    model = build_extractor("resnet18")
     with pytest.raises(FileNotFoundError, match="pretrained weights file not found"):
-        build_extractor("resnet18", str(tmp_path / "absent.pth"))
+        load_pretrained(model, "resnet18", str(tmp_path / "absent.pth"))
     with pytest.raises(ValueError, match="resnet10 has no ImageNet weights"):
-        build_extractor("resnet10", "imagenet")
+        load_pretrained(build_extractor("resnet10"), "resnet10", "imagenet")
+    torch.save(build_extractor("resnet10").state_dict(), tmp_path / "r10.pth")
+    with pytest.raises(ValueError, match="not a resnet18 state_dict"):
+        load_pretrained(model, "resnet18", str(tmp_path / "r10.pth"))
+
+
+def test_one_backbone_registry():
+    from common.backbone import BACKBONES as BUILT
+    from common.config import BACKBONES as NAMED
+
+    assert tuple(BUILT) == NAMED
 
 
 def test_the_shared_network_initialises_a_sub_model_except_its_output_layers():
