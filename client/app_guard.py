@@ -17,6 +17,8 @@ import tomllib
 import zipfile
 from pathlib import Path, PurePosixPath
 
+from common.errors import ClafedError
+
 CLIENTAPP = "client.client_app:app"
 # Written by `flwr build` itself: the list of the FAB's files with their hashes.
 FAB_METADATA = ".info/"
@@ -25,7 +27,7 @@ FAB_CONFIG = "pyproject.toml"
 log = logging.getLogger("clafed.client")
 
 
-class AppRefused(RuntimeError):
+class AppRefused(ClafedError, RuntimeError):
     """The app sent by the SuperLink is not the clafed installed at this site."""
 
 

@@ -16,7 +16,7 @@ import logging
 from collections.abc import Callable, Mapping
 
 from common import federated_validation as fv
-from common.errors import ProtocolError
+from common.errors import ClafedError, ProtocolError
 from common.imaging import ImageError
 from common.manifest import ManifestError
 from common.signing import SignatureError
@@ -68,7 +68,7 @@ def public_reason(err: BaseException) -> str:
     return f"{type(err).__name__} at the site; the details are in the site's log"
 
 
-class SiteFailure(RuntimeError):
+class SiteFailure(ClafedError, RuntimeError):
     """A failure as reported to the server (the original is in the site's log)."""
 
 

@@ -73,17 +73,17 @@ def run(args: argparse.Namespace) -> int:
     except SignatureError as err:
         print(f"{err}\n(the site's coordinator_public_key does not verify this model; pass --unsigned to "
               "evaluate it anyway)", file=sys.stderr)
-        return 1
+        return 2
     except (ConfigError, ManifestError, FileNotFoundError, ValueError) as err:
         print(err, file=sys.stderr)
-        return 1
+        return 2
     # "train": every case before the hold-out rule, the validation share included.
     before = site.train_cases + site.validation_cases
     cases = {"heldout": site.heldout_cases, "train": before, "all": before + site.heldout_cases}[args.cohort]
     if not cases:
         print(f"site {config.name}: the {args.cohort} cohort has no cases (role {config.role}, hold-out rule "
               f"{config.holdout.kind}); choose another --cohort", file=sys.stderr)
-        return 1
+        return 2
     out = args.out or config.output_dir / f"evaluate-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
     figures = evaluate_site(loaded.model, cases, loaded.data_config, out, n_resamples=args.resamples, seed=args.seed,
                             batch_size=args.batch_size or config.batch_size,

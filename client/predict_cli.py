@@ -48,7 +48,8 @@ def parse_roi(text: str) -> tuple[int, int, int, int]:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Predict every case; 0 when all succeeded, 1 when any case or the model could not be used."""
+    """Predict every case; 0 when all succeeded, 1 when some case could not be predicted, 2 when the
+    arguments or the model cannot be used."""
     if (args.bus is None) != (args.cdfi is None):
         return _fail("--bus and --cdfi go together: give both images of the case")
     if args.bus is None and (args.roi or args.case_id):
@@ -92,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _fail(message: str) -> int:
     print(f"error: {message}", file=sys.stderr)
-    return 1
+    return 2
 
 
 def _cases(args: argparse.Namespace):

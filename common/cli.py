@@ -1,7 +1,8 @@
 """The `clafed` command: one sub-command per module, imported only when it is used.
 
 Each command module exposes `add_arguments(parser)` and `run(args) -> int` (the exit code),
-so adding a command is one line in COMMANDS and heavy imports (torch, flwr) stay lazy.
+so adding a command is one line in COMMANDS and heavy imports (torch, flwr) stay lazy. Exit
+codes follow one policy (common/errors.py): 1 for problems found, 2 for input it cannot use.
 """
 from __future__ import annotations
 
@@ -39,12 +40,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script."""
+    from common.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, ClafedError
+
     args = build_parser().parse_args(argv)
     try:
         return int(args._module.run(args) or 0)
+    except ClafedError as err:  # an input the command cannot use: the message says what to fix
+        print(f"clafed {args.command}: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

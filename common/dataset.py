@@ -10,6 +10,7 @@ from torch.utils.data import Dataset, WeightedRandomSampler
 
 from common import augment
 from common.config import DataConfig
+from common.errors import ClafedError
 from common.imaging import ImageError, crop, crop_padded, expand_roi, read_image, to_tensor
 from common.labels import CLASS_INDEX, Level
 from common.manifest import Case
@@ -17,7 +18,7 @@ from common.manifest import Case
 UNLABELED = -1
 
 
-class CaseError(RuntimeError):
+class CaseError(ClafedError, RuntimeError):
     """Reading or preparing one case failed; the message names the case and the file."""
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from common.config import MAX_IMAGE_PIXELS as MAX_PIXELS
+from common.errors import ClafedError
 
 # ImageNet statistics: the extractors are ImageNet-initialised in the paper.
 MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
@@ -20,7 +21,7 @@ CHROMA_THRESHOLD = 40
 MIN_COLOUR_FRACTION = 1e-4
 
 
-class ImageError(ValueError):
+class ImageError(ClafedError, ValueError):
     """An image is missing, unreadable or unsuitable; the message names the file."""
 
 

@@ -7,11 +7,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from common.errors import ClafedError
+
 REQUIRED_COLUMNS = ("case_id", "bus_path", "cdfi_path", "label", "exam_date")
 ROI_COLUMNS = ("roi_x", "roi_y", "roi_w", "roi_h")
 
 
-class ManifestError(ValueError):
+class ManifestError(ClafedError, ValueError):
     """A manifest cannot be used; the message lists every problem with its case id.
 
     `count` is how many problems (what a site may tell the server, without the ids).

@@ -15,6 +15,7 @@ import pandas as pd
 from scipy.stats import binomtest
 
 from common.bootstrap import bootstrap_ci
+from common.errors import ClafedError
 from common.labels import CLASS_INDEX, CLASSES
 
 PROBA_COLUMNS: tuple[str, ...] = tuple(f"p_{c}" for c in CLASSES)
@@ -23,7 +24,7 @@ WITH_AI = {"yes": True, "no": False}
 MODEL = "CLA-HDM"
 
 
-class ReadsError(ValueError):
+class ReadsError(ClafedError, ValueError):
     """A predictions or reads table cannot be used; the message lists every problem found."""
 
 

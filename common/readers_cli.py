@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
         data = read_reader_csvs(args.predictions, args.reads)
     except ReadsError as err:
         print(err, file=sys.stderr)
-        return 1
+        return 2
     text = render_markdown(analyse_readers(data, args.resamples, args.permutations, args.seed))
     print(text)
     if args.out:

@@ -18,10 +18,12 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from common.errors import ClafedError
+
 SIGNATURE_SUFFIX = ".sig"
 
 
-class SignatureError(ValueError):
+class SignatureError(ClafedError, ValueError):
     """A model is unsigned, its signature does not match, or the key cannot be used."""
 
 

@@ -14,10 +14,12 @@ from typing import Any, Literal, TypeVar, Union, cast, get_args, get_origin, get
 
 import yaml
 
+from common.errors import ClafedError
+
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
+class ConfigError(ClafedError, ValueError):
     """A configuration value is missing, unknown or of the wrong type."""
 
 

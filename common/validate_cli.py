@@ -13,7 +13,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Print every problem with its case id; exit 1 if there is any, 0 if the data is clean."""
+    """Print every problem with its case id; exit 1 if there is any, 0 if the data is clean, 2 if the
+    site YAML itself cannot be read."""
     from common.config import MAX_IMAGE_PIXELS, DataConfig, load_site_config
     from common.typed_config import ConfigError
     from common.validation import validate_manifest
@@ -25,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
             site = load_site_config(path)
         except ConfigError as err:
             print(err)
-            return 1
+            return 2
         path, max_pixels = site.manifest, site.max_image_pixels
     problems = validate_manifest(path, args.min_size or DataConfig().min_image_size, max_pixels)
     for problem in problems:

@@ -18,7 +18,7 @@ from flwr.serverapp import Grid
 
 from common import messages as msg
 from common.config import Profile
-from common.errors import ProtocolError
+from common.errors import ClafedError, ProtocolError
 from common.labels import SHARED
 from common.model import CLAHDM, SubModel
 from common.training import seed_everything, train_phases
@@ -30,7 +30,7 @@ from server.strategy import make_strategy, short_reason
 log = logging.getLogger("clafed.server")
 
 
-class FederationError(RuntimeError):
+class FederationError(ClafedError, RuntimeError):
     """The run cannot go on (too few sites, a failed round); the last completed round is kept."""
 
 

@@ -19,11 +19,11 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.run_dir.is_dir():
         print(f"{args.run_dir}: no such run directory", file=sys.stderr)
-        return 1
+        return 2
     try:
         md_path, html_path = write_report(args.run_dir, args.out_dir)
     except (FileNotFoundError, ValueError) as err:  # ValueError includes a corrupt JSON record
         print(f"cannot build the report: {err}", file=sys.stderr)
-        return 1
+        return 2
     print(f"{md_path}\n{html_path}")
     return 0

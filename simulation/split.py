@@ -15,11 +15,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from common.errors import ClafedError
 from common.labels import CLASSES
 from common.manifest import ManifestError, read_table
 
 
-class SplitError(ValueError):
+class SplitError(ClafedError, ValueError):
     """The pooled manifest or the split request cannot be used; the message names file and column."""
 
 

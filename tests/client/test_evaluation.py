@@ -196,11 +196,11 @@ def test_evaluate_command_writes_locally_and_prints_a_table(cli_site, capsys):
 
 def test_evaluate_command_names_what_is_wrong(cli_site, tmp_path, capsys):
     site_yaml, ckpt, _ = cli_site
-    assert main(["evaluate", "--model", str(tmp_path / "none.pt"), "--site", str(site_yaml)]) == 1
+    assert main(["evaluate", "--model", str(tmp_path / "none.pt"), "--site", str(site_yaml)]) == 2
     assert "none.pt" in capsys.readouterr().err
     # A site that holds out everything has no training cohort.
     all_yaml = _all_heldout(site_yaml, tmp_path)
-    assert main(["evaluate", "--model", str(ckpt), "--site", str(all_yaml), "--cohort", "train"]) == 1
+    assert main(["evaluate", "--model", str(ckpt), "--site", str(all_yaml), "--cohort", "train"]) == 2
     assert "train cohort has no cases" in capsys.readouterr().err
 
 
@@ -218,10 +218,10 @@ def test_evaluate_command_checks_the_coordinator_signature(cli_site, tmp_path, c
     unsigned.write_bytes(ckpt.read_bytes())
     args = ["evaluate", "--model", str(unsigned), "--site", str(signed_yaml), "--resamples", "10",
             "--out", str(tmp_path / "out")]
-    assert main(args) == 1
+    assert main(args) == 2
     assert "--unsigned" in capsys.readouterr().err and not (tmp_path / "out").exists()
     # --unsigned skips the check: the run gets as far as choosing the cohort (empty here, to stay quick).
-    assert main(args + ["--unsigned", "--cohort", "train", "--site", str(_all_heldout(signed_yaml, tmp_path))]) == 1
+    assert main(args + ["--unsigned", "--cohort", "train", "--site", str(_all_heldout(signed_yaml, tmp_path))]) == 2
     assert "train cohort has no cases" in capsys.readouterr().err
     sign_checkpoint(unsigned, tmp_path / "k.key")
     assert main(args) == 0

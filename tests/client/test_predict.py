@@ -115,9 +115,9 @@ def test_bad_cdfi_gives_one_line_naming_the_file(kind, words, checkpoint, site, 
 def test_missing_checkpoint_and_half_a_pair_are_one_line_errors(checkpoint, site, tmp_path, capsys):
     case = load_cases(site)[0]
     assert predict("--model", tmp_path / "none.pt", "--bus", case.bus_path, "--cdfi", case.cdfi_path,
-                   "--out", tmp_path) == 1
+                   "--out", tmp_path) == 2
     assert str(tmp_path / "none.pt") in capsys.readouterr().err
-    assert predict("--model", checkpoint, "--bus", case.bus_path, "--out", tmp_path) == 1
+    assert predict("--model", checkpoint, "--bus", case.bus_path, "--out", tmp_path) == 2
     assert "--cdfi" in capsys.readouterr().err
 
 

@@ -81,5 +81,5 @@ def test_predict_verifies_the_signature_when_given_a_key(tmp_path, capsys):
     data = bytearray(model.read_bytes())
     data[len(data) // 2] ^= 0xFF  # one flipped byte in the weights
     model.write_bytes(bytes(data))
-    assert main(["predict", "--model", str(model), *images, "--out", str(tmp_path / "o3"), *key]) == 1
+    assert main(["predict", "--model", str(model), *images, "--out", str(tmp_path / "o3"), *key]) == 2
     assert "does not match" in capsys.readouterr().err

@@ -143,4 +143,4 @@ def test_cli_reports_bad_reads_and_fails(tmp_path, capsys):
     # Execute
     code = main(["readers", "--predictions", str(tmp_path / "pred.csv"), "--reads", str(tmp_path / "reads.csv")])
     # Assert
-    assert code == 1 and "reads row 1 (case C0): with_ai must be yes or no" in capsys.readouterr().err
+    assert code == 2 and "reads row 1 (case C0): with_ai must be yes or no" in capsys.readouterr().err

@@ -163,7 +163,7 @@ def test_report_command(comparison, tmp_path, capsys):
     assert (tmp_path / "out" / "report.html").is_file() and (tmp_path / "out" / "report.md").is_file()
     assert "report.html" in capsys.readouterr().out
     (tmp_path / "empty").mkdir()
-    assert main(["report", str(tmp_path / "empty")]) == 1
+    assert main(["report", str(tmp_path / "empty")]) == 2
     assert "no run.json" in capsys.readouterr().err
 
 
