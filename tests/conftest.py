@@ -32,3 +32,13 @@ def checkpoint(tmp_path_factory):
     path = tmp_path_factory.mktemp("model") / "model.pt"
     save_checkpoint(path, CLAHDM(profile.model), profile.data)
     return path
+
+
+@pytest.fixture(autouse=True)
+def task_identity(monkeypatch):
+    """Flower gives every message built inside a running app its task's identity; tests build
+    messages outside one, so each test gets a fixed identity (restored afterwards)."""
+    from flwr.supercore.task_identity import TaskIdentity
+
+    for attribute in ("_run_id", "_task_id", "_node_id"):  # what its run_id/task_id/node_id properties read
+        monkeypatch.setattr(TaskIdentity, attribute, 1)

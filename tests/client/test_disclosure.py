@@ -5,7 +5,6 @@ import pandas as pd
 import pytest
 import yaml
 from flwr.app import Context, Message, RecordDict
-from flwr.supercore.task_identity import TaskIdentity
 
 from client import client_app, disclosure
 from common import federated_validation as fv
@@ -14,8 +13,6 @@ from common.config import get_profile
 from common.model import CLAHDM
 from server.strategy import short_reason
 from tests.sitegen import write_site
-
-TaskIdentity.run_id = TaskIdentity.task_id = TaskIdentity.node_id = 1
 
 
 def make_site(tmp_path, name: str = "hospital9", **extra) -> tuple:

@@ -5,7 +5,6 @@ import pytest
 import torch
 import yaml
 from flwr.app import Context, Message, RecordDict
-from flwr.supercore.task_identity import TaskIdentity
 
 from client import client_app
 from client.disclosure import SiteFailure
@@ -15,7 +14,6 @@ from common.labels import PHASES, SHARED
 from common.model import SubModel
 from tests.sitegen import write_site
 
-TaskIdentity.run_id = TaskIdentity.task_id = TaskIdentity.node_id = 1
 TRAIN_FIGURES = {msg.NUM_EXAMPLES, "loss", "accuracy", "train_seconds", "epochs", "lr", "peak_rss_bytes",
                  "peak_gpu_bytes"}
 

@@ -1,8 +1,6 @@
 """The vectorised bootstrap: equal to scikit-learn per resample, seeded, sensible intervals, fast."""
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
@@ -100,16 +98,12 @@ def test_a_callable_metric_gives_the_same_intervals_as_its_vectorised_twin():
         assert looped[key].high == pytest.approx(vectorised[key].high)
 
 
-def test_every_figure_of_a_171_case_cohort_takes_seconds_not_minutes():
-    # Prepare
+def test_every_figure_of_a_171_case_cohort_gets_an_interval():
+    """Its speed is measured by `python -m simulation.benchmark` (no wall-clock assertion here)."""
     y, proba = _cohort(INTERNAL_COUNTS)
-    # Execute
-    start = time.perf_counter()
     ci = bootstrap_ci("cohort", y, proba, n_resamples=1000, rng=0)
-    elapsed = time.perf_counter() - start
-    # Assert: 30 sub-model figures + micro, macro, 4 per-class AUCs, accuracy and 16 cells
-    assert len(ci) == 53
-    assert elapsed < 15, f"{elapsed:.1f} s"
+    # 30 sub-model figures + micro, macro, 4 per-class AUCs, accuracy and 16 cells
+    assert len(ci) == 53 and all(c.low <= c.point <= c.high for c in ci.values() if c.n_used > 0)
 
 
 def test_unknown_metric_and_unequal_arrays_are_refused():

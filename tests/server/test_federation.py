@@ -17,7 +17,6 @@ from server.recorder import RunRecorder
 from server.records import SiteInfo
 from server.settings import Settings
 from server.strategy import short_reason
-from tests.server.test_strategy import TaskIdentity  # noqa: F401  (sets the task identity)
 
 LEVEL = LEVELS[0]
 

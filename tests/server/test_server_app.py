@@ -9,7 +9,6 @@ from common.labels import LEVELS, SHARED
 from server import run_dir as rd
 from server.federation import FederationError
 from server.server_app import main
-from tests.server.test_strategy import TaskIdentity  # noqa: F401  (sets the task identity)
 
 COUNTS = {f"train.{lv.key}": 6 for lv in LEVELS} | {f"train.{SHARED}": 12, "train.total": 12, "heldout.total": 4}
 

@@ -5,15 +5,11 @@ import numpy as np
 import pytest
 import torch
 from flwr.app import ConfigRecord, Error, Message, RecordDict
-from flwr.supercore.task_identity import TaskIdentity
 
 from common import messages as msg
 from common.model import SubModel
 from server.settings import Settings
 from server.strategy import make_strategy
-
-# Building a reply Message outside a running Flower app needs an identity for the task.
-TaskIdentity.run_id = TaskIdentity.task_id = TaskIdentity.node_id = 1
 
 
 def site_weights(model: SubModel, seed: int) -> dict[str, torch.Tensor]:
