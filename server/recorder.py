@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import math
 from pathlib import Path
 
 import torch
@@ -131,15 +132,15 @@ class RunRecorder:
                             {"run": self.name, "level": phase, "round": server_round})
         sites = {names.get(n, str(n)): m for n, m in report.replies.items()}
         examples = {name: int(m[msg.NUM_EXAMPLES]) for name, m in sites.items()}
-        total = sum(examples.values()) or 1
         nbytes = msg.arrays_nbytes(report.arrays)
         compute = max((float(m.get("train_seconds", 0.0)) for m in sites.values()), default=0.0)
         round_seconds = report.finished - report.started
         record = {
             "level": phase, "round": server_round, "time": now(),
             "num_examples": sum(examples.values()),
-            "loss": sum(float(m.get("loss", 0.0)) * examples[n] for n, m in sites.items()) / total,
-            "accuracy": sum(float(m.get("accuracy", 0.0)) * examples[n] for n, m in sites.items()) / total,
+            # Flower's strategy averaged these, weighted by each site's cases.
+            "loss": float(report.metrics["loss"]) if report.metrics else math.nan,
+            "accuracy": float(report.metrics["accuracy"]) if report.metrics else math.nan,
             "sites": {name: {k: float(v) for k, v in m.items()} for name, m in sites.items()},
             "failed_sites": {names.get(n, str(n)): reason for n, reason in report.failures.items()},
             # Sites whose update was scaled down to the clipping bound, with the factor.
@@ -254,7 +255,7 @@ class RunRecorder:
                    "epsilon_max": max(spent.values(), default=0.0)}
         info = rd.read_json(self.path / rd.RUN_FILE, {})
         rd.write_json(self.path / rd.RUN_FILE, dict(info, privacy=privacy))
-        log.info("differential privacy: epsilon %.2f at delta %g (noise multiplier %.2f, clip norm %.2f, "
+        log.info("differential privacy: epsilon %.3g at delta %g (noise multiplier %g, clip norm %g, "
                  "largest number of releases %d)", privacy["epsilon_max"], self.settings.dp_delta,
                  self.settings.dp_noise, self.settings.dp_clip, max(releases.values(), default=0))
         return privacy

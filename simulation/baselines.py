@@ -10,6 +10,8 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
+from flwr.app import MetricRecord
+
 from client.local_training import validation_figures
 from common import messages as msg
 from common.checkpoint import save_checkpoint
@@ -63,7 +65,9 @@ def train_centrally(settings: Settings, name: str, trainers: list[SiteData], fol
                        "accuracy": last.accuracy if last else 0.0, "train_seconds": finished - started,
                        "lr": last.lr if last else 0.0}
             arrays = msg.state_to_arrays(network.cpu().state_dict())
-            report = RoundReport(server_round, arrays, None, replies={0: figures}, started=started, finished=finished)
+            averaged = MetricRecord({"loss": figures["loss"], "accuracy": figures["accuracy"]})  # one "site"
+            report = RoundReport(server_round, arrays, averaged, replies={0: figures}, started=started,
+                                 finished=finished)
             recorder.round_completed(phase, server_round, model, report, {0: name},
                                      shared=network if phase == SHARED else None)
             recorder.validation_completed(phase, server_round, network.n_classes, {
