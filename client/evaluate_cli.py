@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import math
 import sys
 from pathlib import Path
 
@@ -32,13 +31,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def summary_lines(figures: dict[str, float]) -> list[str]:
     """A short plain-text table of the headline figures."""
+    from common.formatting import figure_ci
     from common.labels import CLASSES, LEVELS
 
     def ci(key: str) -> str:
-        point, low, high = (figures.get(k, math.nan) for k in (key, f"{key}.low", f"{key}.high"))
-        if math.isnan(point):
-            return "n/a"
-        return f"{point:.3f} ({low:.3f}-{high:.3f})" if not (math.isnan(low) or math.isnan(high)) else f"{point:.3f}"
+        return figure_ci(figures, key)
 
     counts = ", ".join(f"{c} {int(figures.get(f'n.{c}', 0))}" for c in CLASSES)
     lines = [f"cases: {int(figures['n_cases'])} labelled ({counts}); {int(figures.get('n_unlabeled', 0))} unlabeled",

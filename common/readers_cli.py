@@ -6,6 +6,8 @@ import math
 import sys
 from pathlib import Path
 
+from common.formatting import format_ci, md_table
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of `clafed readers`."""
@@ -26,7 +28,7 @@ def _num(value: float, digits: int = 3) -> str:
 
 
 def _ci(ci) -> str:
-    return f"{_num(ci.point)} ({_num(ci.low)}–{_num(ci.high)})"
+    return format_ci(ci.point, ci.low, ci.high)
 
 
 def _p(p: float) -> str:
@@ -34,8 +36,7 @@ def _p(p: float) -> str:
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return md_table(header, rows).splitlines()
 
 
 def render_markdown(report) -> str:

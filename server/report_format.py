@@ -8,13 +8,13 @@ from __future__ import annotations
 import base64
 import html
 import io
-import math
 import re
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from matplotlib.figure import Figure
 
+from common.formatting import is_missing, md_table
 from server import run_dir as rd
 
 
@@ -29,10 +29,6 @@ class Block:
 
 # ---- numbers ----------------------------------------------------------------------------------
 
-def is_missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
-
-
 def fmt(value: Any, digits: int = 3) -> str:
     """A figure as text; missing or undefined (NaN) figures read 'n/a'."""
     if is_missing(value):
@@ -40,24 +36,9 @@ def fmt(value: Any, digits: int = 3) -> str:
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
-def fmt_ci(metrics: Mapping[str, float], key: str) -> str:
-    """'point (low–high)' of a flat figure key, 'n/a' when absent or undefined."""
-    point = metrics.get(key)
-    if is_missing(point):
-        return "n/a"
-    low, high = metrics.get(f"{key}.low"), metrics.get(f"{key}.high")
-    if is_missing(low) or is_missing(high):
-        return fmt(point)
-    return f"{point:.3f} ({low:.3f}–{high:.3f})"
 
 
 # ---- Markdown and HTML primitives -------------------------------------------------------------
-
-def md_table(header: list[str], rows: list[list[str]]) -> str:
-    """A Markdown pipe table (pipes inside cells escaped)."""
-    def line(cells: Iterable[Any]) -> str:
-        return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
-    return "\n".join([line(header), "|" + "---|" * len(header), *(line(r) for r in rows)])
 
 
 def html_table(header: list[str], rows: list[list[str]], groups: list[tuple[str, int]] | None = None) -> str:

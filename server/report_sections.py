@@ -13,18 +13,16 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 from matplotlib.figure import Figure
 
+from common.formatting import figure_ci, format_ci, is_missing, md_table
 from common.labels import CLASSES, LEVELS
 from server import paper_figures as paper
 from server import run_dir as rd
 from server.report_format import (
     Block,
     fmt,
-    fmt_ci,
     heading,
     html_table,
-    is_missing,
     markdown_to_html,
-    md_table,
     plot_block,
     png_bytes,
     table_block,
@@ -92,15 +90,14 @@ def site_order(evaluations: Mapping[str, dict]) -> list[str]:
 def table1_cell(metrics: Mapping[str, float], model: str, column: tuple[str, str, str | None]) -> str:
     _, sub_figure, clahdm_figure = column
     figure = clahdm_figure if model == "clahdm" else sub_figure
-    return "—" if figure is None else fmt_ci(metrics, f"{model}.{figure}")
+    return "—" if figure is None else figure_ci(metrics, f"{model}.{figure}")
 
 
 def paper_cell(model: str, site: str) -> str:
     figure = paper.paper_auc(model, site)
     if figure is None:
         return "—"
-    value, low, high = figure
-    return f"{value:.3f} ({low:.3f}–{high:.3f})" if low is not None else f"{value:.3f}"
+    return format_ci(*figure)
 
 
 def table1(run: RunRecords) -> list[Block]:
@@ -149,15 +146,15 @@ def site_details(run: RunRecords) -> list[Block]:
     if not sites:
         return []
     blocks = [heading("All figures per site"), heading("CLA-HDM", 3)]
-    rows = [["micro AUC", *(fmt_ci(run.evaluations[s]["metrics"], "clahdm.auc_micro") for s in sites)],
-            ["macro AUC", *(fmt_ci(run.evaluations[s]["metrics"], "clahdm.auc_macro") for s in sites)]]
-    rows += [[f"AUC {c} vs rest", *(fmt_ci(run.evaluations[s]["metrics"], f"clahdm.auc_ovr.{c}") for s in sites)]
+    rows = [["micro AUC", *(figure_ci(run.evaluations[s]["metrics"], "clahdm.auc_micro") for s in sites)],
+            ["macro AUC", *(figure_ci(run.evaluations[s]["metrics"], "clahdm.auc_macro") for s in sites)]]
+    rows += [[f"AUC {c} vs rest", *(figure_ci(run.evaluations[s]["metrics"], f"clahdm.auc_ovr.{c}") for s in sites)]
              for c in CLASSES]
-    rows.append(["accuracy (gated)", *(fmt_ci(run.evaluations[s]["metrics"], "clahdm.accuracy") for s in sites)])
+    rows.append(["accuracy (gated)", *(figure_ci(run.evaluations[s]["metrics"], "clahdm.accuracy") for s in sites)])
     blocks.append(table_block(["figure", *sites], rows))
     for i, level in enumerate(LEVELS):
         blocks.append(heading(f"Sub-model {i + 1}: {level.title} (positive: {level.names[1]})", 3))
-        rows = [[FIGURE_NAMES[f], *(fmt_ci(run.evaluations[s]["metrics"], f"{level.key}.{f}") for s in sites)]
+        rows = [[FIGURE_NAMES[f], *(figure_ci(run.evaluations[s]["metrics"], f"{level.key}.{f}") for s in sites)]
                 for f in FIGURE_NAMES]
         blocks.append(table_block(["figure", *sites], rows))
     blocks.append(heading("Confusion matrices (rows: true class, columns: gated prediction)", 3))
@@ -240,7 +237,7 @@ def comparison(runs: Mapping[str, RunRecords]) -> list[Block]:
     def metrics(mode: str, site: str) -> Mapping[str, float]:
         return runs[mode].evaluations.get(site, {}).get("metrics", {})
 
-    rows = [[site, *(fmt_ci(metrics(mode, site), "clahdm.auc_micro") for mode in modes)] for site in sites]
+    rows = [[site, *(figure_ci(metrics(mode, site), "clahdm.auc_micro") for mode in modes)] for site in sites]
     fig = Figure(figsize=(max(5.0, 1.6 * len(sites) + 2), 3.8), dpi=100)
     ax = fig.add_subplot()
     width = 0.8 / max(1, len(modes))

@@ -5,6 +5,7 @@ import logging
 import math
 from pathlib import Path
 
+from common.formatting import figure_ci, format_ci
 from server import run_dir as rd
 
 log = logging.getLogger("clafed.simulation")
@@ -14,13 +15,7 @@ COLUMNS = (("CLA-HDM micro AUC", "clahdm.auc_micro"), ("macro", "clahdm.auc_macr
 
 
 def figure(metrics: dict, key: str, with_ci: bool = False) -> str:
-    value = metrics.get(key, math.nan)
-    if value is None or math.isnan(value):
-        return "n/a"
-    text = f"{value:.3f}"
-    if with_ci and f"{key}.low" in metrics:
-        text += f" ({metrics[f'{key}.low']:.3f}-{metrics[f'{key}.high']:.3f})"
-    return text
+    return figure_ci(metrics, key) if with_ci else format_ci(metrics.get(key))
 
 
 def site_table(folders: dict[str, Path]) -> str:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from client.evaluation import aggregate_figures
+from common import formatting
 from common.cli import main
 from server import report, report_format
 from server import run_dir as rd
@@ -93,13 +94,13 @@ def test_report_has_every_section_from_saved_results(comparison):
     assert READERS_MD.strip() in md  # the reader study verbatim
     federated = rd.read_evaluations(comparison / "federated")
     # Table 1: ours with CIs beside the paper's figures for the corresponding cohort.
-    assert report_format.fmt_ci(federated["hospital2"]["metrics"], "submodel3.specificity") in md
+    assert formatting.figure_ci(federated["hospital2"]["metrics"], "submodel3.specificity") in md
     assert "0.873 (0.838–0.908)" in md and "0.963" in md and "hospital1 paper AUC" in md
     assert "exact only under `--protocol paper`" in md and "holds exactly" in md
     # Comparison: every mode's micro AUC on each site.
     for mode in rd.MODES:
         metrics = rd.read_evaluations(comparison / mode)["hospital3"]["metrics"]
-        assert report_format.fmt_ci(metrics, "clahdm.auc_micro") in md
+        assert formatting.figure_ci(metrics, "clahdm.auc_micro") in md
     # Faithfulness as a table: one row per class, one column per figure.
     assert re.search(r"\| metastatic \| 0\.720 \| 0\.480 \| 2 \|", md)
     for name in re.findall(r"\]\((report_plots/[^)]+)\)", md):
