@@ -145,22 +145,13 @@ def folder_cases(folder: Path):
 
 
 def check_images(case, min_size: int):
-    """Read a case's two images, raising ImageError naming the file for anything the model cannot use."""
-    from common.imaging import MIN_COLOUR_FRACTION, ImageError, colour_fraction, read_image
+    """Read a case's two images, raising ImageError naming the file(s) for anything the model cannot use."""
+    from common.imaging import ImageError
+    from common.validation import image_problems
 
-    images = []
-    for path in (case.bus_path, case.cdfi_path):
-        image = read_image(path)
-        if min(image.shape[:2]) < min_size:
-            raise ImageError(f"image too small: {path} ({image.shape[1]}x{image.shape[0]} px, "
-                             f"minimum {min_size} px per side)")
-        if case.roi:
-            x, y, w, h = case.roi
-            if x + w > image.shape[1] or y + h > image.shape[0]:
-                raise ImageError(f"ROI {x},{y},{w},{h} lies outside {path} ({image.shape[1]}x{image.shape[0]} px)")
-        images.append(image)
-    if colour_fraction(images[1]) < MIN_COLOUR_FRACTION:
-        raise ImageError(f"no Doppler colour in {case.cdfi_path}: a B-mode image given as CDFI?")
+    images, problems = image_problems(case.bus_path, case.cdfi_path, case.roi, min_size)
+    if problems:
+        raise ImageError("; ".join(problems))
     return images
 
 

@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from common.imaging import MAX_PIXELS, MIN_COLOUR_FRACTION, ImageError, colour_fraction, read_image
@@ -77,37 +78,39 @@ def _check_fields(row: dict[str, str]) -> list[str]:
 
 
 def _check_images(row: dict[str, str], root: Path, min_size: int, max_pixels: int) -> list[str]:
-    messages = []
-    shapes = {}
-    for column in ("bus_path", "cdfi_path"):
-        if not row[column]:
-            messages.append(f"empty {column}")
-            continue
-        try:
-            image = read_image(root / row[column], max_pixels)
-        except ImageError as err:
-            messages.append(f"{column}: {err}")
-            continue
-        shapes[column] = image.shape
-        if min(image.shape[:2]) < min_size:
-            messages.append(f"{column}: image too small ({image.shape[1]}x{image.shape[0]} px, "
-                            f"minimum {min_size} px per side)")
-        if column == "cdfi_path" and colour_fraction(image) < MIN_COLOUR_FRACTION:
-            messages.append(f"cdfi_path: no Doppler colour at all in {root / row[column]} (a B-mode image?)")
-    messages += _check_roi_inside(row, shapes)
-    return messages
-
-
-def _check_roi_inside(row: dict[str, str], shapes: dict[str, tuple[int, ...]]) -> list[str]:
+    messages = [f"empty {column}" for column in ("bus_path", "cdfi_path") if not row[column]]
+    if messages:
+        return messages
     try:
         x, y, w, h = (float(row[c]) for c in ROI_COLUMNS)
+        roi = (x, y, w, h) if all(math.isfinite(v) for v in (x, y, w, h)) else None
     except (KeyError, ValueError):
-        return []  # absent ROI is allowed; malformed ones are reported by _check_fields
-    if not all(math.isfinite(v) for v in (x, y, w, h)):
-        return []
-    messages = []
-    for column, shape in shapes.items():
-        if x + w > shape[1] or y + h > shape[0]:
-            messages.append(f"ROI {x:g},{y:g},{w:g},{h:g} lies outside the {column} image "
-                            f"({shape[1]}x{shape[0]} px)")
-    return messages
+        roi = None  # absent ROI is allowed; malformed ones are reported by _check_fields
+    _, problems = image_problems(root / row["bus_path"], root / row["cdfi_path"], roi, min_size, max_pixels)
+    return problems
+
+
+def image_problems(bus_path: Path, cdfi_path: Path, roi: tuple[float, float, float, float] | None,
+                   min_size: int, max_pixels: int = MAX_PIXELS) -> tuple[list[np.ndarray], list[str]]:
+    """Read a case's two images and check what the model needs: readable, not too small or too
+    large, colour in the CDFI, the ROI inside both. Returns the images read and every problem,
+    each naming its file (`validate`, a site's loading and `predict` share these checks)."""
+    images, problems = [], []
+    for column, path in (("bus_path", bus_path), ("cdfi_path", cdfi_path)):
+        try:
+            image = read_image(path, max_pixels)
+        except ImageError as err:
+            problems.append(f"{column}: {err}")
+            continue
+        images.append(image)
+        if min(image.shape[:2]) < min_size:
+            problems.append(f"{column}: image too small: {path} ({image.shape[1]}x{image.shape[0]} px, "
+                            f"minimum {min_size} px per side)")
+        if column == "cdfi_path" and colour_fraction(image) < MIN_COLOUR_FRACTION:
+            problems.append(f"cdfi_path: no Doppler colour at all in {path} (a B-mode image?)")
+        if roi is not None:
+            x, y, w, h = roi
+            if x + w > image.shape[1] or y + h > image.shape[0]:
+                problems.append(f"ROI {x:g},{y:g},{w:g},{h:g} lies outside the {column} image {path} "
+                                f"({image.shape[1]}x{image.shape[0]} px)")
+    return images, problems
