@@ -58,17 +58,12 @@ def site_manifests(data: str | None, run_dir: Path, *, preset: str = "paper", se
         return found
     if not path.is_file():
         raise ConfigError(f"--data {path}: no such file or folder")
-    from simulation.split import read_pooled, split_by_column, split_dirichlet, split_like_paper, write_split
+    from simulation.split import split_pooled, write_split
 
-    table = read_pooled(path, need_labels=by is None)
-    if by:
-        parts, how = split_by_column(table, by, str(path)), {"mode": "by", "column": by}
-    elif dirichlet is not None:
-        parts, how = split_dirichlet(table, dirichlet, sites, seed), {"mode": "dirichlet", "alpha": dirichlet}
-    elif like in (None, "paper"):
-        parts, how = split_like_paper(table, seed), {"mode": "like", "like": "paper", "seed": seed}
-    else:
-        raise ConfigError(f"unknown split --like {like!r}")
+    if by is None and dirichlet is None:
+        like = like or "paper"  # the simulation's default split: the paper's three hospitals
+    parts, how = split_pooled(path, by=by, like=like, dirichlet=dirichlet,
+                              sites=sites if dirichlet is not None else None, seed=seed)
     return write_split(parts, path, run_dir / "data", how)
 
 

@@ -133,6 +133,30 @@ def split_dirichlet(table: pd.DataFrame, alpha: float, sites: int, seed: int,
     raise SplitError(f"no Dirichlet draw in {tries} tries gave every site {min_cases} case(s); raise alpha")
 
 
+def split_pooled(path: str | Path, *, by: str | None = None, like: str | None = None,
+                 dirichlet: float | None = None, sites: int | None = None,
+                 seed: int = 0) -> tuple[dict[str, pd.DataFrame], dict]:
+    """Split a pooled manifest one way (`by` a column, `like` the paper, or `dirichlet` label skew);
+    returns the parts and how they were made (recorded next to the written manifests)."""
+    if sum(x is not None for x in (by, like, dirichlet)) != 1:
+        raise SplitError("choose exactly one split: --by COLUMN, --like paper or --dirichlet ALPHA")
+    table = read_pooled(path, need_labels=by is None)
+    if by is not None:
+        if sites is not None:
+            raise SplitError("--sites does not apply to --by (the column's values are the sites)")
+        return split_by_column(table, by, str(path)), {"mode": "by", "column": by}
+    if like is not None:
+        if like != "paper":
+            raise SplitError(f"unknown split --like {like!r}: only 'paper'")
+        if sites not in (None, 3):
+            raise SplitError("--like paper always makes the paper's 3 sites; drop --sites")
+        return split_like_paper(table, seed), {"mode": "like", "like": like, "seed": seed}
+    assert dirichlet is not None
+    n_sites = 3 if sites is None else sites
+    return (split_dirichlet(table, dirichlet, n_sites, seed),
+            {"mode": "dirichlet", "alpha": dirichlet, "sites": n_sites, "seed": seed})
+
+
 def _rewrite_paths(part: pd.DataFrame, source_dir: Path, site_dir: Path) -> pd.DataFrame:
     """Relative `*_path` values re-expressed from the site's folder; absolute ones kept."""
     part = part.copy()

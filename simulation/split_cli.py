@@ -17,30 +17,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sites", type=int, default=None, help="number of sites for --dirichlet (default 3)")
 
 
-def _split(args: argparse.Namespace):
-    from simulation.split import SplitError, read_pooled, split_by_column, split_dirichlet, split_like_paper
-
-    table = read_pooled(args.manifest, need_labels=args.by is None)
-    if args.by is not None:
-        if args.sites is not None:
-            raise SplitError("--sites does not apply to --by (the column's values are the sites)")
-        return split_by_column(table, args.by, args.manifest), {"mode": "by", "column": args.by}
-    if args.like is not None:
-        if args.sites not in (None, 3):
-            raise SplitError("--like paper always makes the paper's 3 sites; drop --sites")
-        return split_like_paper(table, args.seed), {"mode": "like", "like": args.like, "seed": args.seed}
-    sites = 3 if args.sites is None else args.sites
-    return split_dirichlet(table, args.dirichlet, sites, args.seed), \
-        {"mode": "dirichlet", "alpha": args.dirichlet, "sites": sites, "seed": args.seed}
-
-
 def run(args: argparse.Namespace) -> int:
     """Split, write the site manifests and print one line per site."""
     from common.labels import CLASSES
-    from simulation.split import SplitError, write_split
+    from simulation.split import SplitError, split_pooled, write_split
 
     try:
-        parts, settings = _split(args)
+        parts, settings = split_pooled(args.manifest, by=args.by, like=args.like, dirichlet=args.dirichlet,
+                                       sites=args.sites, seed=args.seed)
         written = write_split(parts, args.manifest, args.out, settings)
     except SplitError as err:
         print(f"clafed split: {err}", file=sys.stderr)
