@@ -38,6 +38,8 @@ CONFUSION_FILE = "confusion.png"
 METRICS_FILE = "metrics.json"
 SOFT_COLUMNS: tuple[str, ...] = tuple(f"p_{c}" for c in CLASSES)
 LEVEL_COLUMNS: tuple[str, ...] = tuple(f"p_{lv.key}_{lv.names[1]}" for lv in LEVELS)
+# predictions.csv, wherever it is written (`clafed predict` adds its file columns after these).
+PREDICTION_COLUMNS: tuple[str, ...] = ("case_id", "label", *SOFT_COLUMNS, "predicted", *LEVEL_COLUMNS)
 # Figures of the gated (hard) prediction; every AUC comes from the soft probabilities.
 HARD_KEYS: tuple[str, ...] = ("clahdm.accuracy",) + tuple(
     f"clahdm.cm.{i}.{j}" for i in range(len(CLASSES)) for j in range(len(CLASSES)))
@@ -137,16 +139,22 @@ def evaluate_site(model: CLAHDM, cases: list[Case], data_cfg: DataConfig, out_di
     return figures
 
 
+def prediction_row(case_id: str, label: str | None, soft: Iterable[float], predicted: str,
+                   levels: Iterable[float]) -> dict[str, str]:
+    """One case's row of predictions.csv (PREDICTION_COLUMNS), as `evaluate` and `predict` write it."""
+    return {"case_id": case_id, "label": label or "", **{c: f"{v:.9g}" for c, v in zip(SOFT_COLUMNS, soft)},
+            "predicted": predicted, **{c: f"{v:.9g}" for c, v in zip(LEVEL_COLUMNS, levels)}}
+
+
 def write_predictions(path: Path, preds: Predictions) -> None:
     """One row per case: id, truth ('' if unlabeled), soft probabilities, gated call, level probabilities."""
     with Path(path).open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["case_id", "label", *SOFT_COLUMNS, "predicted", *LEVEL_COLUMNS])
+        writer = csv.DictWriter(handle, fieldnames=PREDICTION_COLUMNS)
+        writer.writeheader()
         for i, case_id in enumerate(preds.case_ids):
             target = int(preds.targets[i])
-            writer.writerow([case_id, CLASSES[target] if target >= 0 else "",
-                             *(f"{v:.9g}" for v in preds.scores[i]), CLASSES[int(np.argmax(preds.hard[i]))],
-                             *(f"{v:.9g}" for v in preds.levels[i])])
+            writer.writerow(prediction_row(case_id, CLASSES[target] if target >= 0 else None, preds.scores[i],
+                                           CLASSES[int(np.argmax(preds.hard[i]))], preds.levels[i]))
 
 
 def readable_metrics(figures: Mapping[str, float], n_resamples: int, seed: int) -> dict[str, Any]:

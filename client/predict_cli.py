@@ -174,20 +174,21 @@ def _text(result: dict, single: bool) -> str:
     return f"{result['case_id']}: {result['diagnosis']}  ({result['path']})  {probabilities}"
 
 
-CSV_COLUMNS = ("case_id", "label", "diagnosis", "p_reactive", "p_tuberculous", "p_lymphoma", "p_metastatic",
-               "p_malignant", "p_tuberculous_given_benign", "p_metastatic_given_malignant",
-               "path", "picture", "bus", "cdfi")
+# The columns of `clafed evaluate`'s predictions.csv, then where each case's files are.
+FILE_COLUMNS = ("path", "picture", "bus", "cdfi")
 
 
 def write_predictions_csv(path: Path, results: list[dict]) -> Path:
-    """One row per predicted case: soft probabilities, P(malignant), the path and the picture."""
+    """One row per predicted case, in the predictions.csv format of `clafed evaluate` (so `clafed
+    readers --predictions` reads either), followed by the diagnosis path and the files."""
+    from client.evaluation import PREDICTION_COLUMNS, prediction_row
+
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS, lineterminator="\n")
+        writer = csv.DictWriter(handle, fieldnames=(*PREDICTION_COLUMNS, *FILE_COLUMNS), lineterminator="\n")
         writer.writeheader()
         for r in results:
-            row = {k: r.get(k) or "" for k in ("case_id", "label", "diagnosis", "path", "picture", "bus", "cdfi")}
-            row.update({f"p_{c}": f"{p:.6f}" for c, p in r["probabilities"].items()})
-            row.update({k: f"{p:.6f}" for k, p in r["level_probabilities"].items()})
-            writer.writerow(row)
+            row = prediction_row(r["case_id"], r.get("label"), r["probabilities"].values(), r["diagnosis"],
+                                 r["level_probabilities"].values())
+            writer.writerow(row | {k: r.get(k) or "" for k in FILE_COLUMNS})
     return path

@@ -61,7 +61,11 @@ def test_text_output_shows_diagnosis_path_and_probabilities(checkpoint, site, tm
 def test_manifest_writes_predictions_csv_matching_the_model(checkpoint, site, tmp_path, capsys):
     assert predict("--model", checkpoint, "--manifest", site, "--out", tmp_path) == 0
     with open(tmp_path / "predictions.csv", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
+        reader = csv.DictReader(handle)
+        rows = list(reader)
+    from client.evaluation import PREDICTION_COLUMNS
+
+    assert tuple(reader.fieldnames[:len(PREDICTION_COLUMNS)]) == PREDICTION_COLUMNS  # evaluate's format first
     cases = load_cases(site)
     assert [r["case_id"] for r in rows] == [c.case_id for c in cases]
     assert [r["label"] for r in rows] == [c.label for c in cases]
