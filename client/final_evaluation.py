@@ -21,7 +21,7 @@ log = logging.getLogger("clafed.client")
 
 def verify_model(site: SiteData, arrays: ArrayRecord, instruction: msg.EvaluationInstruction) -> None:
     """Refuse a model the coordinator did not sign, when the site has the coordinator's key."""
-    from common.signing import SignatureError, verify_digest, weights_digest
+    from common.signing import SignatureError, verify_digest
 
     key = site.config.coordinator_public_key
     signature = instruction.signature
@@ -30,7 +30,7 @@ def verify_model(site: SiteData, arrays: ArrayRecord, instruction: msg.Evaluatio
             log.warning("%s: the model is signed but no coordinator_public_key is configured: not verified",
                         site.config.name)
         return
-    digest = weights_digest(msg.arrays_numpy(arrays), msg.signed_config(instruction.profile_json))
+    digest = msg.sent_model_digest(arrays, instruction.profile_json)
     try:
         verify_digest(digest, signature, Path(key))
     except SignatureError as err:

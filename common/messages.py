@@ -128,10 +128,13 @@ def train_reply(arrays: ArrayRecord, metrics: Mapping[str, float | int]) -> Reco
     return RecordDict({ARRAYS: arrays, METRICS: metric_record(metrics)})
 
 
-def signed_config(profile_json: str) -> dict:
-    """What a model signature covers besides the weights: the whole profile that builds and feeds
-    the model (architecture, gate threshold, preprocessing)."""
-    return {"profile": json.loads(profile_json)}
+def sent_model_digest(arrays: ArrayRecord, profile_json: str) -> str:
+    """The signed digest of a CLA-HDM sent with this profile (common.signing.model_digest): the same
+    as that of the checkpoint the coordinator saved, so one signature covers both."""
+    from common.signing import model_digest
+
+    data = json.loads(profile_json)
+    return model_digest(arrays_numpy(arrays), data["model"], data["data"])
 
 
 T = TypeVar("T", str, int, float)
@@ -198,7 +201,7 @@ class EvaluationInstruction:
     run: str
     bootstrap: int
     seed: int
-    signature: str | None = None
+    signature: bytes | None = None
 
     @property
     def profile(self) -> Profile:
@@ -211,8 +214,8 @@ class EvaluationInstruction:
     @classmethod
     def from_config(cls, config: Mapping[str, object]) -> "EvaluationInstruction":
         signature = config.get("signature")
-        if signature is not None and not isinstance(signature, str):
-            raise ProtocolError(f"'signature' must be a str, got {type(signature).__name__}")
+        if signature is not None and not isinstance(signature, bytes):
+            raise ProtocolError(f"'signature' must be bytes, got {type(signature).__name__}")
         return cls(profile_json=_get(config, "profile", str), run=_get(config, "run", str),
                    bootstrap=_get(config, "bootstrap", int), seed=_get(config, "seed", int), signature=signature)
 

@@ -1,9 +1,11 @@
 """Models signed by the coordinator (Ed25519); sites refuse any model whose signature fails.
 
-The signature covers a digest of the weights (names, dtypes, shapes, raw bytes) and of the
-config that builds the model, so a changed weight, a swapped backbone or a moved threshold are
-all caught. Keys come from `clafed certs` (model_signing.key stays with the coordinator,
-model_signing.pub goes to every site).
+One scheme: `model_digest` covers the weights (names, dtypes, shapes, raw bytes), the model and
+data configs that build and feed the model (architecture, thresholds, preprocessing) and the
+class order, so a changed weight, a swapped backbone or a moved threshold are all caught. The
+final model sent to the sites and its `model.pt` next to `model.sig` have the same digest, so
+one signature serves both. Keys come from `clafed certs` (model_signing.key stays with the
+coordinator, model_signing.pub goes to every site).
 """
 from __future__ import annotations
 
@@ -48,6 +50,15 @@ def weights_digest(state: Mapping[str, np.ndarray | torch.Tensor], config: Mappi
         h.update(array.tobytes())
     h.update(json.dumps(config, sort_keys=True, separators=(",", ":"), default=str).encode())
     return h.hexdigest()
+
+
+def model_digest(state: Mapping[str, np.ndarray | torch.Tensor], model_config: Mapping,
+                 data_config: Mapping) -> str:
+    """The digest a model's signature covers: weights, model and data configs, class order."""
+    from common.labels import CLASSES
+
+    return weights_digest(state, {"classes": list(CLASSES), "model_config": dict(model_config),
+                                  "data_config": dict(data_config)})
 
 
 def _load_private(path: Path) -> ed25519.Ed25519PrivateKey:
@@ -113,9 +124,11 @@ def checkpoint_digest(ckpt: Path) -> str:
         raise SignatureError(f"{ckpt}: not a readable clafed checkpoint ({err.__class__.__name__})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise SignatureError(f"{ckpt}: not a clafed CLA-HDM checkpoint (expected format {FORMAT})")
-    # What rebuilds and feeds the model: architecture and gate threshold, preprocessing, class order.
-    config = {key: payload.get(key) for key in ("classes", "model_config", "data_config")}
-    return weights_digest(payload["state_dict"], config)
+    from common.labels import CLASSES
+
+    if list(payload.get("classes", [])) != list(CLASSES):
+        raise SignatureError(f"{ckpt}: class order {payload.get('classes')} differs from {list(CLASSES)}")
+    return model_digest(payload["state_dict"], payload["model_config"], payload["data_config"])
 
 
 def signature_path(ckpt: Path) -> Path:
@@ -126,7 +139,11 @@ def signature_path(ckpt: Path) -> Path:
 
 def sign_checkpoint(ckpt: Path, private_key: Path) -> Path:
     """Write `<stem>.sig` next to the checkpoint and return its path."""
-    signature = sign_digest(checkpoint_digest(ckpt), private_key)
+    return write_signature(ckpt, sign_digest(checkpoint_digest(ckpt), private_key))
+
+
+def write_signature(ckpt: Path, signature: bytes) -> Path:
+    """Put a signature of the checkpoint's digest in `<stem>.sig` next to it."""
     out = signature_path(ckpt)
     out.write_bytes(signature)
     return out

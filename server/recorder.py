@@ -22,7 +22,7 @@ from common.config import ConfigError, Profile
 from common.labels import LEVEL_BY_KEY, PHASES
 from common.model import CLAHDM, SubModel, initial_model, initial_network
 from common.names import name_problem
-from common.signing import sign_checkpoint, sign_digest, weights_digest
+from common.signing import sign_digest, weights_digest, write_signature
 from common.typed_config import to_dict
 from server import run_dir as rd
 from server.privacy import epsilon
@@ -211,13 +211,12 @@ class RunRecorder:
         """Save (and sign, when a key is configured) the assembled CLA-HDM; return what the sites get."""
         save_checkpoint(self.path / rd.MODEL_FILE, model, profile.data, {"run": self.name, "rounds": profile.train.rounds})
         profile_json = msg.profile_to_json(profile)
-        digest = weights_digest(msg.arrays_numpy(arrays), msg.signed_config(profile_json))
         signature = None
         if settings.signing_key:
-            # One signature travels with the message (weights + profile, checked by the sites),
-            # one sits next to model.pt for `clafed evaluate` / `clafed predict` users.
-            signature = sign_digest(digest, Path(settings.signing_key))
-            sign_checkpoint(self.path / rd.MODEL_FILE, Path(settings.signing_key))
+            # One signature: it travels with the message (checked by the sites) and sits next to
+            # model.pt as model.sig (for `clafed evaluate` / `clafed predict`); both have this digest.
+            signature = sign_digest(msg.sent_model_digest(arrays, profile_json), Path(settings.signing_key))
+            write_signature(self.path / rd.MODEL_FILE, signature)
         else:
             log.warning("signing_key not set: the final model goes out unsigned; sites configured with a "
                         "coordinator_public_key will refuse it")

@@ -144,6 +144,8 @@ def test_instructions_survive_the_trip_and_refuse_malformed_configs(tiny_profile
         msg.PhaseInstruction.from_config(config)
     final = msg.EvaluationInstruction(msg.profile_to_json(tiny_profile), run="r1", bootstrap=50, seed=0)
     assert msg.EvaluationInstruction.from_config(final.config()) == final  # no signature: the key is absent
+    signed = msg.EvaluationInstruction(final.profile_json, run="r1", bootstrap=50, seed=0, signature=b"\x01" * 64)
+    assert msg.EvaluationInstruction.from_config(signed.config()) == signed
 
 
 def test_training_settings_come_from_the_profile_and_where_to_run_from_the_site(site_yaml, tiny_profile,

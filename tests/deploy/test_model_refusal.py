@@ -13,7 +13,7 @@ from client.final_evaluation import verify_model
 from common import messages as msg
 from common.config import get_profile
 from common.model import CLAHDM
-from common.signing import SignatureError, sign_digest, weights_digest
+from common.signing import SignatureError, sign_digest
 from server.certs import generate_credentials
 
 
@@ -25,8 +25,7 @@ def signed(tmp_path_factory):
     torch.manual_seed(0)
     arrays = msg.state_to_arrays(CLAHDM(profile.model).state_dict())
     profile_json = msg.profile_to_json(profile)
-    signature = sign_digest(weights_digest(msg.arrays_numpy(arrays), msg.signed_config(profile_json)),
-                            creds.signing_key)
+    signature = sign_digest(msg.sent_model_digest(arrays, profile_json), creds.signing_key)
     instruction = msg.EvaluationInstruction(profile_json, run="run1", bootstrap=20, seed=0, signature=signature)
     return creds, arrays, instruction
 
@@ -68,7 +67,7 @@ def test_a_changed_profile_is_refused(signed):
 def test_a_model_signed_by_someone_else_is_refused(signed, tmp_path):
     creds, arrays, instruction = signed
     other = generate_credentials(tmp_path / "other", ["127.0.0.1"], ["hospital1"])  # another coordinator
-    digest = weights_digest(msg.arrays_numpy(arrays), msg.signed_config(instruction.profile_json))
+    digest = msg.sent_model_digest(arrays, instruction.profile_json)
     forged = replace(instruction, signature=sign_digest(digest, other.signing_key))
     with pytest.raises(SignatureError, match="does not match"):
         verify_model(site_with(creds.signing_public_key), arrays, forged)
@@ -78,3 +77,15 @@ def test_without_a_key_configured_the_model_is_used_with_a_warning(signed, caplo
     _, arrays, instruction = signed
     verify_model(site_with(None), arrays, instruction)
     assert "not verified" in caplog.text
+
+
+def test_the_sent_model_and_the_saved_checkpoint_share_one_digest(tmp_path):
+    """One signature scheme: what the sites verify is what model.sig covers."""
+    from common.checkpoint import save_checkpoint
+    from common.signing import checkpoint_digest
+
+    profile = get_profile("tiny", {"model": {"threshold": 0.3, "subtype_thresholds": [0.4, 0.6]}})
+    model = CLAHDM(profile.model)
+    save_checkpoint(tmp_path / "model.pt", model, profile.data)
+    arrays = msg.state_to_arrays(model.state_dict())
+    assert checkpoint_digest(tmp_path / "model.pt") == msg.sent_model_digest(arrays, msg.profile_to_json(profile))
