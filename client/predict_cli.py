@@ -98,7 +98,8 @@ def _fail(message: str) -> int:
 
 def _cases(args: argparse.Namespace):
     """The cases to predict and the problems already found (unpaired files in a folder)."""
-    from common.manifest import Case, load_cases
+    from common.manifest import Case
+    from common.validation import load_cases
 
     if args.bus is not None:
         case_id = args.case_id or _strip_kind(args.bus.stem)

@@ -1,4 +1,7 @@
-"""A site's `manifest.csv`: one row per case, image paths relative to the manifest's folder."""
+"""A site's `manifest.csv`: one row per case, image paths relative to the manifest's folder.
+
+Reading and row parsing only; `common.validation.load_cases` checks a manifest and returns its cases.
+"""
 from __future__ import annotations
 
 import datetime as dt
@@ -79,18 +82,3 @@ def row_to_case(row: dict[str, str], root: Path) -> Case:
         roi=roi,
         extras={k: v for k, v in row.items() if k not in known},
     )
-
-
-def load_cases(path: str | Path, check_images: bool = True, max_pixels: int | None = None) -> list[Case]:
-    """Validate a manifest and return its cases; raise ManifestError listing every problem."""
-    from common.validation import validate_table  # validation needs the row parsing above
-
-    path = Path(path)
-    table = read_table(path)
-    limit = {} if max_pixels is None else {"max_pixels": max_pixels}
-    problems = validate_table(table, path.parent, check_images=check_images, **limit)
-    if problems:
-        listing = "\n".join(f"  {p}" for p in problems)
-        raise ManifestError(f"{path}: {len(problems)} problem(s); fix them or run `clafed validate {path}`:\n{listing}",
-                            count=len(problems))
-    return [row_to_case(row, path.parent) for row in table.to_dict("records")]

@@ -8,7 +8,8 @@ from common.config import ConfigError, DataConfig, SiteConfig, load_site_config
 from common.dataset import CaseDataset
 from common.holdout import split_holdout, split_validation
 from common.labels import LEVELS, SHARED, Level
-from common.manifest import Case, load_cases
+from common.manifest import Case
+from common.validation import load_cases
 
 
 @dataclass

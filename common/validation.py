@@ -1,4 +1,5 @@
-"""Row-by-row checks of a manifest: every problem is reported with its case id."""
+"""Checks of a manifest, row by row (every problem is reported with its case id), and `load_cases`,
+which returns the cases of a manifest only when it has none."""
 from __future__ import annotations
 
 import datetime as dt
@@ -11,7 +12,7 @@ import pandas as pd
 
 from common.imaging import MAX_PIXELS, MIN_COLOUR_FRACTION, ImageError, colour_fraction, read_image
 from common.labels import CLASS_INDEX
-from common.manifest import ROI_COLUMNS, read_table
+from common.manifest import ROI_COLUMNS, Case, ManifestError, read_table, row_to_case
 
 DEFAULT_MIN_SIZE = 64
 
@@ -114,3 +115,16 @@ def image_problems(bus_path: Path, cdfi_path: Path, roi: tuple[float, float, flo
                 problems.append(f"ROI {x:g},{y:g},{w:g},{h:g} lies outside the {column} image {path} "
                                 f"({image.shape[1]}x{image.shape[0]} px)")
     return images, problems
+
+
+def load_cases(path: str | Path, check_images: bool = True, max_pixels: int | None = None) -> list[Case]:
+    """Validate a manifest and return its cases; raise ManifestError listing every problem."""
+    path = Path(path)
+    table = read_table(path)
+    limit = {} if max_pixels is None else {"max_pixels": max_pixels}
+    problems = validate_table(table, path.parent, check_images=check_images, **limit)
+    if problems:
+        listing = "\n".join(f"  {p}" for p in problems)
+        raise ManifestError(f"{path}: {len(problems)} problem(s); fix them or run `clafed validate {path}`:\n{listing}",
+                            count=len(problems))
+    return [row_to_case(row, path.parent) for row in table.to_dict("records")]

@@ -70,9 +70,9 @@ def client_loop(profile, manifest: Path, device: torch.device, epochs: int) -> f
     """Samples/s of common.training.train_submodel on real (synthetic) cases, images cached."""
     from common.dataset import CaseDataset
     from common.labels import LEVELS
-    from common.manifest import load_cases
     from common.model import SubModel
     from common.training import train_submodel
+    from common.validation import load_cases
 
     dataset = CaseDataset(load_cases(manifest), profile.data, level=LEVELS[0], train=True)
     model = SubModel(profile.model)

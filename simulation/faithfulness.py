@@ -89,7 +89,7 @@ def find_cases(data: Path, cohort: str) -> list[MaskedCase]:
 
     `heldout` keeps every case whose cohort column is not `train`; `all` keeps everything.
     """
-    from common.manifest import load_cases
+    from common.validation import load_cases
 
     manifests = [data / "manifest.csv"] if (data / "manifest.csv").is_file() else sorted(data.glob("*/manifest.csv"))
     if not manifests:

@@ -29,9 +29,9 @@ from common.checkpoint import save_checkpoint
 from common.cli import main
 from common.config import get_profile
 from common.labels import CLASSES
-from common.manifest import load_cases
 from common.model import CLAHDM
 from common.signing import sign_checkpoint
+from common.validation import load_cases
 from tests.sitegen import write_site
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

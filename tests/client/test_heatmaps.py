@@ -12,9 +12,9 @@ from common.config import HeatmapSelection, get_profile
 from common.dataset import CaseDataset, input_box
 from common.imaging import read_image
 from common.labels import CLASSES, LEVEL_BY_KEY
-from common.manifest import load_cases
 from common.model import CLAHDM
 from common.training import evaluating, train_submodel
+from common.validation import load_cases
 from tests.sitegen import draw_case, write_site
 
 CPU = torch.device("cpu")

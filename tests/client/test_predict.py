@@ -14,8 +14,8 @@ from common.checkpoint import load_checkpoint
 from common.cli import main
 from common.dataset import CaseDataset
 from common.labels import CLASSES
-from common.manifest import load_cases
 from common.training import predict_clahdm
+from common.validation import load_cases
 from tests.sitegen import write_site
 
 

@@ -12,7 +12,7 @@ from common.dataset import CaseDataset, CaseError, balanced_sampler, class_weigh
 from common.holdout import split_holdout
 from common.imaging import MEAN, STD
 from common.labels import LEVELS
-from common.manifest import load_cases
+from common.validation import load_cases
 
 
 @pytest.mark.parametrize("level", LEVELS, ids=lambda lv: lv.key)

@@ -8,9 +8,9 @@ import torch
 
 from common.dataset import CaseDataset
 from common.labels import LEVEL_BY_KEY
-from common.manifest import load_cases
 from common.model import SubModel
 from common.training import lr_factor, train_submodel
+from common.validation import load_cases
 
 
 def test_warm_up_then_cosine_to_the_floor():

@@ -6,9 +6,9 @@ import torch
 
 from common.dataset import CaseDataset
 from common.labels import LEVEL_BY_KEY
-from common.manifest import load_cases
 from common.model import CLAHDM, SubModel
 from common.training import evaluating, predict_clahdm, predict_submodel, train_submodel
+from common.validation import load_cases
 
 
 def test_tiny_submodel_overfits_16_cases_through_both_branches(site_manifest, tiny_profile):

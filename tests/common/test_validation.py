@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 from common.cli import main
-from common.manifest import ManifestError, load_cases
-from common.validation import validate_manifest
+from common.manifest import ManifestError
+from common.validation import load_cases, validate_manifest
 
 
 def _break(manifest, edit):
