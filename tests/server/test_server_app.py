@@ -79,3 +79,37 @@ def test_with_every_site_required_a_failed_site_stops_the_run_before_training(tm
     with pytest.raises(FederationError, match="1 usable sites, 2 required"):
         main(grid, context(tmp_path, **{"min-sites": 2}))
     assert msg.TRAIN not in grid.kinds
+
+
+class FailingPhaseGrid(Grid):
+    """Healthy sites, except that every training round of `phase` fails (the site crashed)."""
+
+    def __init__(self, phase: str | None) -> None:
+        super().__init__(second_fails=False)
+        self.phase = phase
+        self.trained: list[str] = []
+
+    def send_and_receive(self, messages, timeout=None):
+        messages = list(messages)
+        failing = [m for m in messages if m.metadata.message_type == msg.TRAIN
+                   and str(m.content[msg.CONFIG]["phase"]) == self.phase]
+        self.trained += [str(m.content[msg.CONFIG]["phase"]) for m in messages
+                         if m.metadata.message_type == msg.TRAIN and m not in failing]
+        replies = [Message(Error(code=0, reason="<class 'X'>:<'out of memory'>"), reply_to=m) for m in failing]
+        return replies + super().send_and_receive([m for m in messages if m not in failing], timeout)
+
+
+def test_a_stopped_run_resumes_where_it_stopped(tmp_path, monkeypatch):
+    monkeypatch.delenv("CLAFED_RUN_CONFIG", raising=False)
+    first = FailingPhaseGrid(phase="submodel2")
+    with pytest.raises(FederationError, match="submodel2 round 1: 0 site"):
+        main(first, context(tmp_path, **{"min-sites": 2}))
+    run = tmp_path / "run"
+    assert rd.read_json(run / rd.STATE_FILE)["completed"] == {"shared": 1, "submodel1": 1, "submodel2": 0,
+                                                              "submodel3": 0}
+    again = FailingPhaseGrid(phase=None)
+    main(again, context(tmp_path, **{"min-sites": 2, "resume": True}))
+    assert again.trained == ["submodel2"] * 2 + ["submodel3"] * 2  # nothing trained twice
+    rounds = [(r["level"], r["round"]) for r in rd.read_jsonl(run / rd.METRICS_FILE)]
+    assert rounds == [("shared", 1), ("submodel1", 1), ("submodel2", 1), ("submodel3", 1)]
+    assert rd.read_json(run / rd.RUN_FILE)["resumed"] and rd.run_problems(run) == []
