@@ -123,6 +123,6 @@ def run_problems(run_dir: Path) -> list[str]:
         problems += [f"{where}: {site} sent no reply" for site in record.get("silent_sites", [])]
     problems += [f"evaluation at {site} failed: {reason}"
                  for site, reason in read_json(run_dir / FAILURES_FILE, {}).items()]
-    if info and not info.get("finished"):
+    if "finished" in info and not info["finished"]:  # set to None when a run starts, to a time at its end
         problems.append("the run did not finish (see its log; resume it with --resume / resume=true)")
     return problems

@@ -94,6 +94,9 @@ def write_site_yamls(manifests: dict[str, Path], run_dir: Path, federation: Fede
             "heatmaps": {"mode": "per_class" if federation.heatmaps_per_class else "none",
                          "per_class": max(1, federation.heatmaps_per_class)},
             "output_dir": str((run_dir / rd.SITE_OUTPUTS_DIR / name).resolve()),
+            # Every virtual site lives on this machine: nothing is disclosed by returning every
+            # figure, which a researcher wants even for small cohorts (real sites keep the defaults).
+            "min_cohort": 1, "min_cell": 1,
         }
         path = folder / f"{name}.yaml"
         path.write_text(yaml.safe_dump(site, sort_keys=False))
