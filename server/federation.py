@@ -24,6 +24,7 @@ from common.model import CLAHDM, SubModel
 from common.training import seed_everything, train_phases
 from server.recorder import RunRecorder
 from server.records import RoundReport, SiteInfo
+from server.reply_checks import evaluation_reply_problem
 from server.settings import Settings
 from server.strategy import make_strategy, short_reason
 
@@ -173,8 +174,13 @@ def final_evaluation(grid: Grid, settings: Settings, profile: Profile, model: CL
             log.error("final evaluation failed at %s: %s", site.name, short_reason(reply.error.reason))
             recorder.evaluation_failed(site.name, short_reason(reply.error.reason))
         else:
-            figures = dict(reply.content[msg.METRICS])
-            results[site.name] = recorder.evaluation_received(site.name, site.role, site.cohort, figures)
+            figures = dict(reply.content.get(msg.METRICS) or {})
+            problem = evaluation_reply_problem(figures)
+            if problem:
+                log.error("final evaluation: the reply of %s is refused: %s", site.name, problem)
+                recorder.evaluation_failed(site.name, f"reply refused: {problem}")
+            else:
+                results[site.name] = recorder.evaluation_received(site.name, site.role, site.cohort, figures)
     return results
 
 

@@ -18,6 +18,8 @@ from common.messages import ARRAYS, METRICS, NUM_EXAMPLES
 # What Flower's strategies aggregate (every reply must carry them, and only these are passed on:
 # a figure only some sites send, like peak GPU memory, must not stop the round).
 AGGREGATED = (NUM_EXAMPLES, "loss", "accuracy")
+# Far more than the ~300 figures of a site's evaluation (client/evaluation.py).
+MAX_EVALUATION_FIGURES = 5000
 
 
 def train_reply_problem(content: RecordDict, sent: ArrayRecord, declared: int) -> str | None:
@@ -42,6 +44,19 @@ def train_reply_problem(content: RecordDict, sent: ArrayRecord, declared: int) -
         if values.dtype.kind == "f" and not np.isfinite(values).all():
             return f"weights {key} hold NaN or infinite values"
     return None
+
+
+def evaluation_reply_problem(figures: dict) -> str | None:
+    """Why a site's final-evaluation figures cannot be recorded (None: they can).
+
+    Single numbers only (NaN allowed: an AUC of a class without cases is undefined), finite
+    otherwise, and a bounded number of them.
+    """
+    if len(figures) > MAX_EVALUATION_FIGURES:
+        return f"{len(figures)} figures, more than the {MAX_EVALUATION_FIGURES} an evaluation returns"
+    bad = [k for k, v in figures.items()
+           if isinstance(v, bool) or not isinstance(v, (int, float)) or math.isinf(v)]
+    return f"figures that are not single finite numbers: {', '.join(sorted(bad)[:5])}" if bad else None
 
 
 def aggregated_metrics(metrics: MetricRecord) -> MetricRecord:

@@ -46,7 +46,8 @@ class TargetedRounds:
     # node id -> the training cases of this phase the site declared when it joined: a reply
     # must report exactly that many.
     declared: dict[int, int]
-    # Updates above this multiple of the round's median update norm are scaled down to it (0: off).
+    # Updates larger, per training case, than this multiple of the round's median are scaled
+    # down to it (0: off).
     clip_factor: float = 0.0
     # Differential privacy of the published average (server/privacy.py); None: off.
     dp: GaussianDP | None = None

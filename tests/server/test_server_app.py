@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import pytest
-from flwr.app import Context, Error, Message, RecordDict
+from flwr.app import Context, Error, Message, MetricRecord, RecordDict
 
 from common import messages as msg
 from common.labels import LEVELS, SHARED
@@ -16,8 +16,8 @@ COUNTS = {f"train.{lv.key}": 6 for lv in LEVELS} | {f"train.{SHARED}": 12, "trai
 class Grid:
     """Node 1 is a healthy training site; node 2 cannot load its data (or stays healthy)."""
 
-    def __init__(self, second_fails: bool) -> None:
-        self.second_fails = second_fails
+    def __init__(self, second_fails: bool, bad_evaluation: bool = False) -> None:
+        self.second_fails, self.bad_evaluation = second_fails, bad_evaluation
         self.kinds: list[str] = []
 
     def get_node_ids(self):
@@ -39,6 +39,9 @@ class Grid:
                 level = str(request.content[msg.CONFIG]["phase"])
                 figures = {msg.NUM_EXAMPLES: COUNTS[f"train.{level}"], "loss": 0.5, "accuracy": 0.5}
                 replies.append(Message(msg.train_reply(request.content[msg.ARRAYS], figures), reply_to=request))
+            elif kind == msg.FINAL_EVAL and self.bad_evaluation and node == 2:
+                figures = MetricRecord({"n_cases": 4, "clahdm.auc_micro": float("inf"), "scores": [0.1, 0.9]})
+                replies.append(Message(RecordDict({msg.METRICS: figures}), reply_to=request))
             elif kind == msg.FINAL_EVAL:
                 figures = msg.metric_record({"n_cases": 4, "withheld": 1})
                 info = msg.config_record({"name": f"hospital{node}", "role": "train", "cohort": "c"})
@@ -113,3 +116,10 @@ def test_a_stopped_run_resumes_where_it_stopped(tmp_path, monkeypatch):
     rounds = [(r["level"], r["round"]) for r in rd.read_jsonl(run / rd.METRICS_FILE)]
     assert rounds == [("shared", 1), ("submodel1", 1), ("submodel2", 1), ("submodel3", 1)]
     assert rd.read_json(run / rd.RUN_FILE)["resumed"] and rd.run_problems(run) == []
+
+
+def test_an_evaluation_reply_that_is_not_single_finite_numbers_is_refused(tmp_path, monkeypatch):
+    monkeypatch.delenv("CLAFED_RUN_CONFIG", raising=False)
+    with pytest.raises(FederationError, match="evaluation at hospital2 failed: reply refused: figures that are not"):
+        main(Grid(second_fails=False, bad_evaluation=True), context(tmp_path, **{"min-sites": 2}))
+    assert list(rd.read_evaluations(tmp_path / "run")) == ["hospital1"]
