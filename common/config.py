@@ -15,6 +15,8 @@ BACKBONES = ("resnet10", "resnet18", "resnet34", "resnet50")
 # Ultrasound frames are far below this; a larger image (a decompression bomb: a 1.6 MB PNG can
 # decode to gigabytes) is refused from its header before any pixel is decoded.
 MAX_IMAGE_PIXELS = 50_000_000
+# Smaller frames (either side) carry too little of the node to classify.
+MIN_IMAGE_SIZE = 64
 DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 
@@ -73,8 +75,9 @@ class DataConfig:
     input_size: int = 224
     # Fraction of the ROI's width/height added on each side: margins and edema are diagnostic.
     roi_margin: float = 0.15
-    # Images smaller than this (either side) are rejected by validation.
-    min_image_size: int = 64
+    # The smallest image side `clafed predict` accepts for this model (sites apply their own
+    # SiteConfig.min_image_size when they load their data).
+    min_image_size: int = MIN_IMAGE_SIZE
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
@@ -217,7 +220,9 @@ class SiteConfig:
     # min_cohort returns case counts only; confusion cells below min_cell cases are left out.
     min_cohort: int = 10
     min_cell: int = 3
-    # Images larger than this (read from the file's header) are refused before decoding.
+    # The images this site accepts: at least min_image_size px per side, at most
+    # max_image_pixels (read from the file's header, before decoding).
+    min_image_size: int = MIN_IMAGE_SIZE
     max_image_pixels: int = MAX_IMAGE_PIXELS
 
     def __post_init__(self) -> None:
@@ -227,8 +232,9 @@ class SiteConfig:
         if self.batch_size < 1 or self.num_workers < 0 or self.min_cohort < 1 or self.min_cell < 1:
             raise ValueError(f"batch_size, min_cohort and min_cell must be >= 1 and num_workers >= 0 (got "
                              f"{self.batch_size}, {self.min_cohort}, {self.min_cell}, {self.num_workers})")
-        if self.max_image_pixels < 64 * 64:
-            raise ValueError(f"max_image_pixels must be at least 4096, got {self.max_image_pixels}")
+        if self.min_image_size < 1 or self.max_image_pixels < self.min_image_size ** 2:
+            raise ValueError(f"min_image_size must be >= 1 and max_image_pixels at least its square (got "
+                             f"{self.min_image_size}, {self.max_image_pixels})")
         if not DEVICE_PATTERN.fullmatch(self.device):
             raise ValueError(f"device must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
         if not 0.0 <= self.validation_fraction < 0.5:

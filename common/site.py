@@ -32,7 +32,8 @@ class SiteData:
     @classmethod
     def load(cls, config: SiteConfig) -> "SiteData":
         """Validate the site's manifest and split it by the site's hold-out rule."""
-        train, held = split_holdout(load_cases(config.manifest, max_pixels=config.max_image_pixels), config.holdout)
+        cases = load_cases(config.manifest, min_size=config.min_image_size, max_pixels=config.max_image_pixels)
+        train, held = split_holdout(cases, config.holdout)
         if config.role == "evaluate":  # evaluate-only sites never train: everything is held out
             train, held = [], train + held
         train, validation = split_validation(train, config.validation_fraction, config.holdout.seed)

@@ -10,11 +10,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from common.config import MIN_IMAGE_SIZE
 from common.imaging import MAX_PIXELS, MIN_COLOUR_FRACTION, ImageError, colour_fraction, read_image
 from common.labels import CLASS_INDEX
 from common.manifest import ROI_COLUMNS, Case, ManifestError, read_table, row_to_case
 
-DEFAULT_MIN_SIZE = 64
+DEFAULT_MIN_SIZE = MIN_IMAGE_SIZE
 
 
 @dataclass(frozen=True)
@@ -117,12 +118,13 @@ def image_problems(bus_path: Path, cdfi_path: Path, roi: tuple[float, float, flo
     return images, problems
 
 
-def load_cases(path: str | Path, check_images: bool = True, max_pixels: int | None = None) -> list[Case]:
+def load_cases(path: str | Path, check_images: bool = True, min_size: int = DEFAULT_MIN_SIZE,
+               max_pixels: int = MAX_PIXELS) -> list[Case]:
     """Validate a manifest and return its cases; raise ManifestError listing every problem."""
     path = Path(path)
     table = read_table(path)
-    limit = {} if max_pixels is None else {"max_pixels": max_pixels}
-    problems = validate_table(table, path.parent, check_images=check_images, **limit)
+    problems = validate_table(table, path.parent, min_size=min_size, check_images=check_images,
+                              max_pixels=max_pixels)
     if problems:
         listing = "\n".join(f"  {p}" for p in problems)
         raise ManifestError(f"{path}: {len(problems)} problem(s); fix them or run `clafed validate {path}`:\n{listing}",

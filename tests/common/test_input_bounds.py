@@ -83,3 +83,17 @@ def test_predict_verifies_the_signature_when_given_a_key(tmp_path, capsys):
     model.write_bytes(bytes(data))
     assert main(["predict", "--model", str(model), *images, "--out", str(tmp_path / "o3"), *key]) == 2
     assert "does not match" in capsys.readouterr().err
+
+
+def test_a_site_applies_its_own_minimum_image_size_when_it_loads(tmp_path):
+    import yaml
+
+    from common.manifest import ManifestError
+    from common.site import SiteData, load_site_config
+
+    manifest = write_site(tmp_path / "site", {"reactive": 2})  # 96 px images
+    path = tmp_path / "site.yaml"
+    path.write_text(yaml.safe_dump({"name": "h1", "manifest": str(manifest), "min_image_size": 128}))
+    with pytest.raises(ManifestError, match="image too small.*minimum 128 px"):
+        SiteData.load(load_site_config(path))
+    assert main(["validate", str(path)]) == 1
