@@ -1,65 +1,113 @@
-"""Layer-CAM on the final-stage feature maps (layer4) of both branches of one CLA-HDM sub-model.
+"""Layer-CAM of both branches of one CLA-HDM sub-model, from one or several ResNet stages, fused.
 
 Layer-CAM weighs every activation of a layer by its own positive gradient, then sums over
-channels: cam = ReLU(sum_k ReLU(dS/dA_k) * A_k), S being the class score (the logit). Written
-with forward hooks and `torch.autograd.grad` rather than a CAM library: a sub-model takes two
-inputs, and asking autograd only for the two layer4 gradients leaves every parameter's `.grad`
-untouched.
+channels: cam = ReLU(sum_k ReLU(dS/dA_k) * A_k), S being the class score (the logit). Unlike
+Grad-CAM's channel-averaged weights this stays reliable in shallow layers, so maps of several
+stages can be fused into a finer one (Jiang et al., 2021): each stage's map is normalised by its
+maximum, the shallower ones are scaled by tanh(gamma * map) (their values are small and spiky),
+all are upsampled to the finest stage's resolution and fused by their element-wise maximum.
+`stages=("layer4",)` gives the plain final-stage map.
+
+Written with forward hooks and `torch.autograd.grad` rather than a CAM library: a sub-model takes
+two inputs, and asking autograd only for the chosen stages' gradients leaves every parameter's
+`.grad` untouched.
 """
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, Sequence
 
 import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
 
+from common.config import HeatmapSelection
 from common.model import SubModel
+
+STAGES = ("layer1", "layer2", "layer3", "layer4")
+# The stages fused by default (a site's heatmaps.stages): layer4 alone is a 3x3 map at 96 px,
+# layer2 brings it to 12x12.
+DEFAULT_STAGES = HeatmapSelection().stages
+# Layer-CAM's scaling of shallow-stage maps before fusion: tanh(GAMMA * normalised map).
+GAMMA = 2.0
 
 
 class BranchCAMs(NamedTuple):
-    """Layer-CAM of one sub-model for a batch, for every class of its head, at feature-map resolution."""
+    """Layer-CAM of one sub-model for a batch, for every class of its head, fused over the stages."""
 
     probabilities: torch.Tensor  # (B, 2) softmax of the fused head
-    bus: torch.Tensor  # (B, 2, h, w) >= 0, not normalised; [:, k] explains class k
+    bus: torch.Tensor  # (B, 2, h, w) in [0, 1] at the finest stage's resolution; [:, k] explains class k
     cdfi: torch.Tensor  # (B, 2, h, w)
 
 
-def layer_cam(submodel: SubModel, bus: torch.Tensor, cdfi: torch.Tensor) -> BranchCAMs:
-    """Layer-CAM of both branches for both classes, from one forward pass.
+def check_stages(stages: Sequence[str]) -> tuple[str, ...]:
+    """The stages in network order, or ValueError naming the unknown ones."""
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown or not stages:
+        raise ValueError(f"heatmap stages must be some of {', '.join(STAGES)}, got {list(stages)}")
+    return tuple(s for s in STAGES if s in stages)
 
-    Explaining the second class costs only a backward pass from the head to layer4, so both are
-    computed and the caller picks (the class a gate chose need not be the argmax). Works for
+
+def fuse(maps: Sequence[torch.Tensor], gamma: float = GAMMA) -> torch.Tensor:
+    """Fuse per-stage maps (each (B, C, h_i, w_i) >= 0, shallow to deep) into one (B, C, h, w) in [0, 1].
+
+    Each map is divided by its own maximum per sample and class (an all-zero map stays zero), the
+    shallower ones pass through tanh(gamma * map), all are upsampled bilinearly to the largest
+    resolution and the element-wise maximum is kept.
+    """
+    size = max((m.shape[-2:] for m in maps), key=lambda s: s[0] * s[1])
+    fused = None
+    for i, cam in enumerate(maps):
+        peak = cam.amax(dim=(-2, -1), keepdim=True)
+        cam = torch.where(peak > 0, cam / peak.clamp_min(1e-12), torch.zeros_like(cam))
+        if i < len(maps) - 1:
+            cam = torch.tanh(gamma * cam)
+        if tuple(cam.shape[-2:]) != tuple(size):
+            cam = F.interpolate(cam, size=tuple(size), mode="bilinear", align_corners=False)
+        fused = cam if fused is None else torch.maximum(fused, cam)
+    assert fused is not None
+    return fused.clamp(0.0, 1.0)
+
+
+def layer_cam(submodel: SubModel, bus: torch.Tensor, cdfi: torch.Tensor,
+              stages: Sequence[str] = DEFAULT_STAGES) -> BranchCAMs:
+    """Layer-CAM of both branches for both classes from one forward pass, fused over `stages`.
+
+    Explaining the second class costs only a backward pass from the head to the stages, so both
+    are computed and the caller picks (the class a gate chose need not be the argmax). Works for
     callers under `torch.no_grad()` too; the sub-model is in eval mode for the call, and its
     previous mode, hooks and `requires_grad` flags are as before afterwards.
     """
-    activations: dict[str, torch.Tensor] = {}
+    stages = check_stages(stages)
+    activations: dict[tuple[str, str], torch.Tensor] = {}
 
-    def keep(name: str):
+    def keep(key: tuple[str, str]):
         def hook(_module, _inputs, output):
-            activations[name] = output
+            activations[key] = output
         return hook
 
-    handles = [submodel.bus.layer4.register_forward_hook(keep("bus")),
-               submodel.cdfi.layer4.register_forward_hook(keep("cdfi"))]
+    keys = [(branch, stage) for branch in ("bus", "cdfi") for stage in stages]
+    handles = [getattr(getattr(submodel, branch), stage).register_forward_hook(keep((branch, stage)))
+               for branch, stage in keys]
     was_training = submodel.training
     try:
         submodel.eval()
         with torch.enable_grad():
-            # Inputs that require grad give layer4 a graph even when the weights are frozen.
+            # Inputs that require grad give every stage a graph even when the weights are frozen.
             logits = submodel(bus.detach().requires_grad_(True), cdfi.detach().requires_grad_(True))
-            maps = {"bus": [], "cdfi": []}
+            maps: dict[tuple[str, str], list[torch.Tensor]] = {key: [] for key in keys}
             for k in range(logits.shape[1]):
                 # Summing over the batch is exact: in eval mode the samples do not interact.
-                grads = torch.autograd.grad(logits[:, k].sum(), [activations["bus"], activations["cdfi"]],
+                grads = torch.autograd.grad(logits[:, k].sum(), [activations[key] for key in keys],
                                             retain_graph=k < logits.shape[1] - 1)
-                for name, grad in zip(("bus", "cdfi"), grads):
-                    maps[name].append(torch.relu((torch.relu(grad) * activations[name]).sum(dim=1)).detach())
+                for key, grad in zip(keys, grads):
+                    maps[key].append(torch.relu((torch.relu(grad) * activations[key]).sum(dim=1)).detach())
     finally:
         for handle in handles:
             handle.remove()
         submodel.train(was_training)
-    return BranchCAMs(torch.softmax(logits.detach(), dim=1), torch.stack(maps["bus"], 1), torch.stack(maps["cdfi"], 1))
+    fused = {branch: fuse([torch.stack(maps[(branch, stage)], 1) for stage in stages]) for branch in ("bus", "cdfi")}
+    return BranchCAMs(torch.softmax(logits.detach(), dim=1), fused["bus"], fused["cdfi"])
 
 
 def to_image(cam: np.ndarray, box: tuple[int, int, int, int], shape: tuple[int, ...]) -> np.ndarray:

@@ -9,12 +9,13 @@ import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import cv2
 import numpy as np
 import torch
 
-from client.cam import layer_cam, to_image
+from client.cam import DEFAULT_STAGES, layer_cam, to_image
 from common.config import DataConfig, HeatmapSelection
 from common.dataset import input_box, prepare
 from common.imaging import crop, read_image, to_tensor
@@ -88,7 +89,8 @@ def model_input(image: np.ndarray, roi: tuple[int, int, int, int] | None, cfg: D
 
 
 def explain_images(model: CLAHDM, bus: np.ndarray, cdfi: np.ndarray, roi: tuple[int, int, int, int] | None,
-                   data_cfg: DataConfig, device: torch.device, case_id: str = "") -> CaseExplanation:
+                   data_cfg: DataConfig, device: torch.device, case_id: str = "",
+                   stages: Sequence[str] = DEFAULT_STAGES) -> CaseExplanation:
     """Diagnose one case from its RGB images and explain each level of the hierarchy it used.
 
     Sub-model 1 is explained for the class the gate chose (P(malignant) > threshold), then
@@ -98,11 +100,11 @@ def explain_images(model: CLAHDM, bus: np.ndarray, cdfi: np.ndarray, roi: tuple[
     model.to(device)
     bus_t = model_input(bus, roi, data_cfg)[None].to(device)
     cdfi_t = model_input(cdfi, roi, data_cfg)[None].to(device)
-    first = layer_cam(model.submodels["submodel1"], bus_t, cdfi_t)
+    first = layer_cam(model.submodel("submodel1"), bus_t, cdfi_t, stages)
     p_malignant = first.probabilities[:, 1]
     malignant = bool(p_malignant[0] > model.threshold)
     second_key, other_key = ("submodel3", "submodel2") if malignant else ("submodel2", "submodel3")
-    second = layer_cam(model.submodels[second_key], bus_t, cdfi_t)
+    second = layer_cam(model.submodel(second_key), bus_t, cdfi_t, stages)
     with evaluating(model):
         p_other = torch.softmax(model.submodels[other_key](bus_t, cdfi_t), dim=1)[:, 1]
     p_second = second.probabilities[:, 1]
@@ -121,10 +123,11 @@ def explain_images(model: CLAHDM, bus: np.ndarray, cdfi: np.ndarray, roi: tuple[
                            out.levels[0].cpu().numpy(), float(model.threshold), tuple(steps), *boxes)
 
 
-def explain_case(model: CLAHDM, case: Case, data_cfg: DataConfig, device: torch.device) -> CaseExplanation:
+def explain_case(model: CLAHDM, case: Case, data_cfg: DataConfig, device: torch.device,
+                 stages: Sequence[str] = DEFAULT_STAGES) -> CaseExplanation:
     """`explain_images` on a manifest case (ImageError naming the file if an image cannot be read)."""
     return explain_images(model, read_image(case.bus_path, None), read_image(case.cdfi_path, None), case.roi,
-                          data_cfg, device, case.case_id)
+                          data_cfg, device, case.case_id, stages)
 
 
 # ---- pictures -------------------------------------------------------------------------------
@@ -247,7 +250,7 @@ def write_heatmaps(model: CLAHDM, cases: list[Case], data_cfg: DataConfig, selec
     paths = []
     for case in select_cases(cases, selection, seed):
         bus, cdfi = read_image(case.bus_path, None), read_image(case.cdfi_path, None)  # validated at load
-        explanation = explain_images(model, bus, cdfi, case.roi, data_cfg, device, case.case_id)
+        explanation = explain_images(model, bus, cdfi, case.roi, data_cfg, device, case.case_id, selection.stages)
         picture = render_picture(explanation, bus, cdfi, truth=case.label)
         paths.append(write_picture(Path(out_dir) / picture_name(case.case_id), picture))
     return paths

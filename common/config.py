@@ -188,6 +188,13 @@ class HeatmapSelection:
 
     mode: Literal["none", "per_class", "all"] = "per_class"
     per_class: int = 2
+    # ResNet stages whose Layer-CAMs are fused (client/cam.py); ["layer4"] is the coarse classic map.
+    stages: tuple[str, ...] = ("layer2", "layer3", "layer4")
+
+    def __post_init__(self) -> None:
+        unknown = [s for s in self.stages if s not in ("layer1", "layer2", "layer3", "layer4")]
+        if unknown or not self.stages:
+            raise ValueError(f"heatmaps.stages must be some of layer1..layer4, got {list(self.stages)}")
 
 
 @dataclass(frozen=True)

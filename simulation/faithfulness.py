@@ -5,9 +5,20 @@
 For every case and every level of the hierarchy the case used: the fraction of the heatmap's
 energy inside the node (BUS) and inside node ∪ vessels (CDFI), and the pointing game (is the
 heatmap's maximum inside that mask). Per case the levels are averaged; per true class the
-cases are. The baseline is a centred Gaussian: a map the size of the image, peaked at the
-centre of the square the model sees (sigma a quarter of its side) and zero outside it, as the
-model's heatmap is. A heatmap that is zero everywhere counts as energy 0 and a miss.
+cases are, with percentile bootstrap CIs over the cases. Four maps are scored side by side:
+
+- `fused`: Layer-CAM fused over the default stages (client/cam.py), what the sites draw;
+- `layer4`: Layer-CAM of the last stage only;
+- `gaussian_box`: a Gaussian peaked at the centre of the square the model sees (sigma a
+  quarter of its side), zero outside it. It knows where the clinician's box is, and the
+  synthetic nodes sit near the box's centre, so it is a hard baseline;
+- `gaussian_image`: a Gaussian at the image's centre, which knows nothing.
+
+A heatmap that is zero everywhere counts as energy 0 and a miss. Two checks of the fused maps
+follow: deletion / insertion (the explained probability of sub-model 1 as the most salient input
+pixels are removed from, or inserted into, a blank input, against a random order; the area under
+each curve), and the randomisation check (Adebayo et al., 2018): the maps of the same network with
+re-initialised weights must differ (Spearman rank correlation with the trained maps).
 """
 from __future__ import annotations
 
@@ -56,6 +67,23 @@ def centred_gaussian(box: tuple[int, int, int, int], shape: tuple[int, ...], sig
     heat = np.outer(gy, gx)
     peak = heat.max()
     return heat / peak if peak > 0 else heat
+
+
+def image_gaussian(shape: tuple[int, ...], sigma_fraction: float = 0.25) -> np.ndarray:
+    """An image-sized map peaked at the image's centre (sigma a quarter of the shorter side), max 1."""
+    side = min(shape[:2])
+    return centred_gaussian(((shape[1] - side) // 2, (shape[0] - side) // 2, side, side), shape, sigma_fraction)
+
+
+def bootstrap_mean_ci(values: np.ndarray, n_resamples: int = 1000, seed: int = 0) -> tuple[float, float]:
+    """95 % percentile bootstrap CI of the mean of `values` (resampled cases)."""
+    values = np.asarray(values, dtype=float)
+    if values.size < 2:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    means = values[rng.integers(0, values.size, (n_resamples, values.size))].mean(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return float(low), float(high)
 
 
 def score_maps(bus_heat: np.ndarray, cdfi_heat: np.ndarray, node: np.ndarray, vessels: np.ndarray) -> dict[str, float]:
@@ -110,8 +138,12 @@ def find_cases(data: Path, cohort: str) -> list[MaskedCase]:
     return [c for c in cases if c.case.extras.get("cohort", "") == cohort]
 
 
-def case_scores(model, masked: MaskedCase, data_cfg, device) -> tuple[dict[str, float], dict[str, float]]:
-    """(model, gaussian) metrics of one case; the model's are averaged over the levels it used."""
+MAPS = ("fused", "layer4", "gaussian_box", "gaussian_image")
+
+
+def case_scores(model, masked: MaskedCase, data_cfg, device) -> dict[str, dict[str, float]]:
+    """Each map's metrics for one case (MAPS); the model's are averaged over the levels it used."""
+    from client.cam import DEFAULT_STAGES
     from client.heatmaps import explain_images
     from common.imaging import read_image
 
@@ -119,46 +151,143 @@ def case_scores(model, masked: MaskedCase, data_cfg, device) -> tuple[dict[str, 
     bus, cdfi = read_image(case.bus_path), read_image(case.cdfi_path)
     node = read_mask(masked.node_mask, case.case_id, bus.shape)
     vessels = read_mask(masked.vessel_mask, case.case_id, cdfi.shape)
-    explanation = explain_images(model, bus, cdfi, case.roi, data_cfg, device, case.case_id)
-    per_level = [score_maps(s.bus, s.cdfi, node, vessels) for s in explanation.steps]
-    ours = {k: float(np.mean([m[k] for m in per_level])) for k in METRICS}
-    baseline = score_maps(centred_gaussian(explanation.bus_box, bus.shape),
-                          centred_gaussian(explanation.cdfi_box, cdfi.shape), node, vessels)
-    return ours, baseline
+    scores = {}
+    for name, stages in (("fused", DEFAULT_STAGES), ("layer4", ("layer4",))):
+        explanation = explain_images(model, bus, cdfi, case.roi, data_cfg, device, case.case_id, stages)
+        per_level = [score_maps(s.bus, s.cdfi, node, vessels) for s in explanation.steps]
+        scores[name] = {k: float(np.mean([m[k] for m in per_level])) for k in METRICS}
+    scores["gaussian_box"] = score_maps(centred_gaussian(explanation.bus_box, bus.shape),
+                                        centred_gaussian(explanation.cdfi_box, cdfi.shape), node, vessels)
+    scores["gaussian_image"] = score_maps(image_gaussian(bus.shape), image_gaussian(cdfi.shape), node, vessels)
+    return scores
 
 
 def summarise(rows: list[tuple[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
-    """Per-class means of (label, metrics) rows, in CLASSES order, with the case count n."""
+    """Per-class means of (label, metrics) rows, in CLASSES order, with 95 % bootstrap CIs
+    (`<metric>.low`, `<metric>.high`) and the case count n."""
     from common.labels import CLASSES
 
     out = {}
     for label in CLASSES:
         chosen = [m for lab, m in rows if lab == label]
         if chosen:
-            out[label] = {k: float(np.mean([m[k] for m in chosen])) for k in METRICS}
-            out[label]["n"] = len(chosen)
+            out[label] = {"n": len(chosen)}
+            for k in METRICS:
+                values = np.array([m[k] for m in chosen])
+                low, high = bootstrap_mean_ci(values)
+                out[label].update({k: float(values.mean()), f"{k}.low": low, f"{k}.high": high})
     return out
 
 
 def measure(model, cases: list[MaskedCase], data_cfg, device) -> dict:
-    """{"model": {class: metrics}, "gaussian": {class: metrics}} over `cases`."""
-    ours, baseline = [], []
+    """{map: {class: metrics with CIs}} over `cases`, for every map of MAPS."""
+    rows: dict[str, list] = {name: [] for name in MAPS}
     for masked in cases:
-        m, g = case_scores(model, masked, data_cfg, device)
-        ours.append((masked.case.label, m))
-        baseline.append((masked.case.label, g))
-    return {"model": summarise(ours), "gaussian": summarise(baseline)}
+        for name, scores in case_scores(model, masked, data_cfg, device).items():
+            rows[name].append((masked.case.label, scores))
+    return {name: summarise(rows[name]) for name in MAPS}
+
+
+def deletion_insertion(model, cases: list[MaskedCase], data_cfg, device, steps: int = 10,
+                       seed: int = 0) -> dict[str, float]:
+    """Mean area under sub-model 1's explained probability as salient input pixels are deleted
+    (lower is better) or inserted into a blank input (higher is better), fused map vs random order.
+
+    Both branches change together: at step i the top i/steps of each branch's input pixels (by
+    its own fused map) are set to the blank value (0, the normalised mean) or, for insertion,
+    taken from the image while the rest stays blank.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    from client.cam import layer_cam
+    from client.heatmaps import model_input
+    from common.imaging import read_image
+
+    rng = np.random.default_rng(seed)
+    submodel = model.submodel("submodel1").to(device).eval()
+    areas: dict[str, list[float]] = {k: [] for k in ("deletion", "deletion_random", "insertion", "insertion_random")}
+    for masked in cases:
+        case = masked.case
+        inputs = [model_input(read_image(p), case.roi, data_cfg)[None].to(device) for p in (case.bus_path, case.cdfi_path)]
+        cams = layer_cam(submodel, *inputs)
+        target = int(cams.probabilities[0].argmax())
+        size = inputs[0].shape[-2:]
+        ranks = []
+        for cam in (cams.bus, cams.cdfi):
+            saliency = F.interpolate(cam[:, target:target + 1], size=tuple(size), mode="bilinear",
+                                     align_corners=False)[0, 0].flatten().cpu().numpy()
+            ranks.append(np.argsort(-saliency, kind="stable"))
+        random_order = [rng.permutation(len(r)) for r in ranks]
+        for order_name, orders in (("", ranks), ("_random", random_order)):
+            for mode in ("deletion", "insertion"):
+                batches = []
+                for image, order in zip(inputs, orders):
+                    frames = []
+                    for i in range(steps + 1):
+                        keep = np.zeros(order.size, bool)
+                        keep[order[:int(round(i / steps * order.size))]] = True
+                        if mode == "deletion":
+                            keep = ~keep
+                        mask = torch.from_numpy(keep.reshape(tuple(size))).to(device)
+                        frames.append(image[0] * mask)
+                    batches.append(torch.stack(frames))
+                with torch.no_grad():
+                    p = torch.softmax(submodel(*batches), dim=1)[:, target].cpu().numpy()
+                areas[mode + order_name].append(float(p.mean()))
+    return {k: float(np.mean(v)) for k, v in areas.items()}
+
+
+def randomisation_check(model, cases: list[MaskedCase], data_cfg, device, seed: int = 0) -> dict[str, float]:
+    """Spearman rank correlation between the fused maps of the trained sub-model 1 and of the same
+    network with re-initialised weights (Adebayo et al., 2018); the maps pass when it is low."""
+    import copy
+
+    import torch
+    from scipy.stats import spearmanr
+
+    from client.cam import layer_cam
+    from client.heatmaps import model_input
+    from common.imaging import read_image
+
+    trained = model.submodel("submodel1").to(device).eval()
+    # A seed no training script uses: re-initialising under the seed a network was built with
+    # would rebuild that very network.
+    torch.manual_seed(1_000_003 + seed)
+    scrambled = copy.deepcopy(trained)
+    for module in scrambled.modules():
+        if hasattr(module, "reset_parameters"):
+            module.reset_parameters()
+    scrambled.eval()
+    rhos = []
+    for masked in cases:
+        case = masked.case
+        inputs = [model_input(read_image(p), case.roi, data_cfg)[None].to(device) for p in (case.bus_path, case.cdfi_path)]
+        a, b = layer_cam(trained, *inputs), layer_cam(scrambled, *inputs)
+        target = int(a.probabilities[0].argmax())
+        for x, y in ((a.bus, b.bus), (a.cdfi, b.cdfi)):
+            rho = spearmanr(x[0, target].flatten().cpu().numpy(), y[0, target].flatten().cpu().numpy()).statistic
+            rhos.append(0.0 if np.isnan(rho) else float(rho))
+    mean = float(np.mean(rhos)) if rhos else float("nan")
+    return {"spearman_mean": mean, "spearman_max": float(np.max(rhos)) if rhos else float("nan"),
+            "passed": float(mean < RANDOMISATION_MAX_RHO)}
+
+
+# The randomisation check passes when the trained and re-initialised maps correlate less than this.
+RANDOMISATION_MAX_RHO = 0.5
 
 
 def format_table(result: dict) -> str:
-    """A Markdown table: per class, the model's and the Gaussian's four metrics side by side."""
-    lines = ["| class | n | BUS energy (model / gaussian) | CDFI energy | BUS pointing | CDFI pointing |",
-             "|---|---|---|---|---|---|"]
-    for label, m in result["model"].items():
-        g = result["gaussian"][label]
-        cells = " | ".join(f"{m[k]:.3f} / {g[k]:.3f}" for k in METRICS)
-        lines.append(f"| {label} | {m['n']} | {cells} |")
-    return "\n".join(lines)
+    """A Markdown table per metric: per class, each map's mean with its CI."""
+    from common.formatting import figure_ci, md_table
+
+    blocks = []
+    first = result[MAPS[0]]
+    for metric in METRICS:
+        rows = [[label, first[label]["n"], *(figure_ci(result[name][label], metric) for name in MAPS)]
+                for label in first]
+        blocks.append(f"**{metric}**\n\n" + md_table(["class", "n", *MAPS], rows))
+    return "\n\n".join(blocks)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -184,11 +313,16 @@ def main(argv: list[str] | None = None) -> int:
     if not cases:
         print(f"error: {args.data}: no cases in cohort {args.cohort!r}", file=sys.stderr)
         return 1
-    result = measure(loaded.model, cases, loaded.data_config, resolve_device(args.device))
+    device = resolve_device(args.device)
+    result = measure(loaded.model, cases, loaded.data_config, device)
+    result["deletion_insertion"] = deletion_insertion(loaded.model, cases, loaded.data_config, device)
+    result["randomisation"] = randomisation_check(loaded.model, cases, loaded.data_config, device)
     result["settings"] = {"model": str(args.model), "data": str(args.data), "cohort": args.cohort,
                           "cases": len(cases), "backbone": loaded.model_config.backbone,
                           "input_size": loaded.data_config.input_size}
     print(format_table(result))
+    print("\n" + ", ".join(f"{k} {v:.3f}" for k, v in {**result["deletion_insertion"],
+                                                      **result["randomisation"]}.items()))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=2) + "\n")

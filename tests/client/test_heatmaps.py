@@ -92,7 +92,8 @@ def test_heatmap_changes_with_the_class_and_with_the_input(model, profile):
     a = [model_input(img, None, profile.data)[None] for img in _pair("reactive", 1)]
     b = [model_input(img, None, profile.data)[None] for img in _pair("metastatic", 2)]
     cams_a, cams_b = layer_cam(sub, *a), layer_cam(sub, *b)
-    assert cams_a.bus.shape == (1, 2, 2, 2)  # resnet10 at 64 px: a 2x2 final stage
+    assert cams_a.bus.shape == (1, 2, 8, 8)  # fused up to layer2: 64 px / 8
+    assert layer_cam(sub, *a, stages=("layer4",)).bus.shape == (1, 2, 2, 2)  # the final stage alone: 2x2
     for branch in ("bus", "cdfi"):
         first, second = getattr(cams_a, branch)[0]
         assert not torch.allclose(first, second)
@@ -216,3 +217,39 @@ def test_case_ids_that_differ_only_in_odd_characters_get_different_pictures():
     names = {picture_name(c) for c in ("pat 7", "pat/7", "pat_7", "../../pat7")}
     assert len(names) == 4 and all("/" not in n and not n.startswith(".") for n in names)
     assert picture_name("h1-007") == "h1-007_heatmap.png"  # plain ids keep their name
+
+
+def test_fusion_keeps_each_stage_normalised_and_takes_the_maximum():
+    from client.cam import GAMMA, fuse
+
+    deep = torch.zeros(1, 1, 2, 2)
+    deep[0, 0, 0, 0] = 4.0  # hot top-left quarter
+    shallow = torch.zeros(1, 1, 8, 8)
+    shallow[0, 0, 7, 7] = 0.5  # one fine spike bottom-right, at a scale of its own
+    fused = fuse([shallow, deep])
+    assert fused.shape == (1, 1, 8, 8) and float(fused.max()) <= 1.0
+    assert float(fused[0, 0, 7, 7]) == pytest.approx(float(np.tanh(GAMMA)), abs=1e-6)  # normalised, then tanh
+    assert float(fused[0, 0, 0, 0]) == pytest.approx(1.0)  # the deep map's peak survives upsampling
+    assert float(fused[0, 0, 0, 7]) < 0.1  # nothing where neither stage has evidence
+    empty = fuse([torch.zeros(1, 1, 8, 8), torch.zeros(1, 1, 2, 2)])
+    assert float(empty.abs().sum()) == 0.0  # no evidence stays no evidence
+
+
+def test_a_hot_spot_in_input_space_lands_on_the_right_pixels():
+    from client.cam import to_image
+
+    cam = np.zeros((8, 8), np.float32)
+    cam[2, 5] = 1.0  # one cell of the square the model saw
+    box = (40, 10, 80, 80)  # the model's input square in the image: x 40..120, y 10..90
+    heat = to_image(cam, box, (100, 160, 3))
+    y, x = np.unravel_index(np.argmax(heat), heat.shape)
+    assert (40 + 5 * 10 <= x < 40 + 6 * 10) and (10 + 2 * 10 <= y < 10 + 3 * 10)
+    assert not heat[:, :40].any() and not heat[90:].any()
+
+
+def test_unknown_stages_are_refused():
+    from client.cam import check_stages
+
+    assert check_stages(["layer4", "layer2"]) == ("layer2", "layer4")
+    with pytest.raises(ValueError, match="layer1"):
+        check_stages(["layer5"])

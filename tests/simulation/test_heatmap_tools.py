@@ -46,11 +46,46 @@ def test_faithfulness_script_writes_per_class_json(small_dataset, tmp_path, caps
             "--cohort", "all", "--limit", "6"]
     assert faithfulness.main(args) == 0
     result = json.loads(out.read_text())
-    assert set(result["model"]) == set(result["gaussian"]) and set(result["model"]) <= set(CLASSES)
-    assert sum(v["n"] for v in result["model"].values()) == 6 == result["settings"]["cases"]
-    for row in list(result["model"].values()) + list(result["gaussian"].values()):
-        assert all(0.0 <= row[k] <= 1.0 for k in faithfulness.METRICS)
-    assert "| class | n |" in capsys.readouterr().out
+    classes = set(result["fused"])
+    assert classes <= set(CLASSES) and all(set(result[name]) == classes for name in faithfulness.MAPS)
+    assert sum(v["n"] for v in result["fused"].values()) == 6 == result["settings"]["cases"]
+    for name in faithfulness.MAPS:
+        for row in result[name].values():
+            assert all(0.0 <= row[k] <= 1.0 for k in faithfulness.METRICS)
+    assert set(result["deletion_insertion"]) == {"deletion", "deletion_random", "insertion", "insertion_random"}
+    assert all(0.0 <= v <= 1.0 for v in result["deletion_insertion"].values())
+    assert -1.0 <= result["randomisation"]["spearman_mean"] <= 1.0
+    assert "| class | n | fused | layer4 | gaussian_box | gaussian_image |" in capsys.readouterr().out
+
+
+def test_the_randomisation_check_catches_maps_that_ignore_the_weights(small_dataset, monkeypatch):
+    from client import cam
+
+    profile = get_profile("tiny")
+    torch.manual_seed(0)
+    model = CLAHDM(profile.model)
+    cases = faithfulness.find_cases(small_dataset / "hospital2", "all")[:3]
+
+    def from_the_input_only(submodel, bus, cdfi, stages=cam.DEFAULT_STAGES):
+        maps = [image.mean(dim=1, keepdim=True).repeat(1, 2, 1, 1).clamp_min(0) for image in (bus, cdfi)]
+        return cam.BranchCAMs(torch.tensor([[0.4, 0.6]]), *maps)
+
+    def from_the_weights(submodel, bus, cdfi, stages=cam.DEFAULT_STAGES):
+        seed = int(abs(float(next(submodel.parameters()).sum())) * 1e6) % 2 ** 31
+        gen = torch.Generator().manual_seed(seed)
+        maps = [torch.rand(1, 2, *image.shape[-2:], generator=gen) for image in (bus, cdfi)]
+        return cam.BranchCAMs(torch.tensor([[0.4, 0.6]]), *maps)
+
+    monkeypatch.setattr(cam, "layer_cam", from_the_input_only)
+    ignoring = faithfulness.randomisation_check(model, cases, profile.data, torch.device("cpu"))
+    assert ignoring["spearman_mean"] == pytest.approx(1.0) and ignoring["passed"] == 0.0
+    monkeypatch.setattr(cam, "layer_cam", from_the_weights)
+    assert faithfulness.randomisation_check(model, cases, profile.data, torch.device("cpu"))["passed"] == 1.0
+
+
+def test_the_image_gaussian_peaks_at_the_image_centre():
+    heat = faithfulness.image_gaussian((100, 160))
+    assert np.unravel_index(np.argmax(heat), heat.shape) in {(49, 79), (49, 80), (50, 79), (50, 80)}
 
 
 def test_faithfulness_needs_the_masks(small_dataset, tmp_path, capsys):
