@@ -56,7 +56,7 @@ def evaluate_final_model(site: SiteData, arrays: ArrayRecord,
                                 n_resamples=instruction.bootstrap, seed=instruction.seed,
                                 batch_size=site.config.batch_size, device=device, num_workers=site.config.num_workers)
         pictures = write_heatmaps(model, site.heldout_cases, profile.data, site.config.heatmaps,
-                                  out_dir / "heatmaps", device)
+                                  out_dir / "heatmaps", device, manifest_root=site.config.manifest.parent)
         figures = dict(figures, heatmaps=len(pictures))
     figures = shareable_evaluation(figures, min_cohort=site.config.min_cohort, min_cell=site.config.min_cell)
     log.info("%s: evaluated %d held-out cases; outputs in %s", site.config.name, len(site.heldout_cases), out_dir)

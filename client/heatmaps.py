@@ -137,13 +137,16 @@ _FONT = cv2.FONT_HERSHEY_SIMPLEX
 _BACKGROUND = (24, 24, 24)
 _TEXT = (235, 235, 235)
 _ACCENT = (255, 210, 90)
+NODE_OUTLINE = (80, 230, 80)
 
 
-def overlay(image: np.ndarray, heat: np.ndarray, box: tuple[int, int, int, int] | None = None) -> np.ndarray:
+def overlay(image: np.ndarray, heat: np.ndarray, box: tuple[int, int, int, int] | None = None,
+            outline: np.ndarray | None = None) -> np.ndarray:
     """RGB image with the heatmap blended in (JET colormap), opaque only where the heat is.
 
     Low heat leaves the ultrasound visible; a white line marks half the maximum so the hot
-    region stays distinct from red/blue Doppler colour. `box` (the model's view) is outlined.
+    region stays distinct from red/blue Doppler colour. `box` (the model's view) is outlined in
+    grey, and `outline` (a bool mask of the node, when the site has one) in green.
     """
     colour = cv2.cvtColor(cv2.applyColorMap(np.uint8(np.round(heat * 255)), cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
     alpha = (0.6 * heat)[..., None]
@@ -154,7 +157,20 @@ def overlay(image: np.ndarray, heat: np.ndarray, box: tuple[int, int, int, int] 
     if box is not None:
         x, y, w, h = box
         cv2.rectangle(out, (x, y), (x + w - 1, y + h - 1), (150, 150, 150), thickness)
+    if outline is not None and outline.shape == heat.shape:
+        edges, _ = cv2.findContours(np.uint8(outline), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        cv2.drawContours(out, edges, -1, NODE_OUTLINE, thickness, cv2.LINE_8)
     return out
+
+
+def node_outline(case: Case, shape: tuple[int, ...], root: Path | None) -> np.ndarray | None:
+    """The node's mask when the manifest (in folder `root`) has one (`node_mask_path`, as `clafed
+    synth` writes), else None; a mask that is missing or of another size is not drawn."""
+    relative = case.extras.get("node_mask_path")
+    if not relative or root is None:
+        return None
+    mask = cv2.imread(str(Path(root) / relative), cv2.IMREAD_GRAYSCALE)
+    return mask > 0 if mask is not None and mask.shape == shape[:2] else None
 
 
 def _panel(image: np.ndarray, label: str) -> np.ndarray:
@@ -182,14 +198,14 @@ def _colour_scale(width: int = 160, height: int = 14) -> np.ndarray:
 
 
 def render_picture(explanation: CaseExplanation, bus: np.ndarray, cdfi: np.ndarray,
-                   truth: str | None = None) -> np.ndarray:
+                   truth: str | None = None, outline: np.ndarray | None = None) -> np.ndarray:
     """One RGB picture of a case: a header with the diagnosis, path and four probabilities, then one
-    row per level used (BUS with its heatmap | CDFI with its heatmap)."""
+    row per level used (BUS with its heatmap | CDFI with its heatmap), the node outlined when known."""
     rows = []
     for number, step in enumerate(explanation.steps, start=1):
-        pair = np.hstack([_panel(overlay(bus, step.bus, explanation.bus_box), "BUS"),
+        pair = np.hstack([_panel(overlay(bus, step.bus, explanation.bus_box, outline), "BUS"),
                           np.full((PANEL_HEIGHT, 6, 3), _BACKGROUND, np.uint8),
-                          _panel(overlay(cdfi, step.cdfi, explanation.cdfi_box), "CDFI")])
+                          _panel(overlay(cdfi, step.cdfi, explanation.cdfi_box, outline), "CDFI")])
         title = (f"level {number} ({step.level.title}): evidence for {step.name} "
                  f"(p = {step.probability:.2f})")
         rows.append(np.vstack([_text_block([(title, _TEXT, 0.6)], pair.shape[1]), pair]))
@@ -205,7 +221,8 @@ def render_picture(explanation: CaseExplanation, bus: np.ndarray, cdfi: np.ndarr
     footer = _text_block([("heat:  low", _TEXT, 0.5)], width)
     ramp = _colour_scale()[:, :max(0, min(160, width - 100))]
     footer[12:12 + ramp.shape[0], 100:100 + ramp.shape[1]] = ramp
-    cv2.putText(footer, "high   white line: 50% of max, grey box: model input",
+    legend = "high   white line: 50% of max, grey box: model input" + (", green: node" if outline is not None else "")
+    cv2.putText(footer, legend,
                 (110 + ramp.shape[1], 24), _FONT, 0.45, _TEXT, 1, cv2.LINE_AA)
     gap = np.full((6, width, 3), _BACKGROUND, np.uint8)
     return np.vstack([header] + [part for row in rows for part in (gap, row)] + [gap, footer])
@@ -245,12 +262,17 @@ def select_cases(cases: list[Case], selection: HeatmapSelection, seed: int = 0) 
 
 
 def write_heatmaps(model: CLAHDM, cases: list[Case], data_cfg: DataConfig, selection: HeatmapSelection,
-                   out_dir: Path, device: torch.device, seed: int = 0) -> list[Path]:
-    """Write one heatmap picture per selected case into `out_dir`; returns the paths written."""
+                   out_dir: Path, device: torch.device, seed: int = 0,
+                   manifest_root: Path | None = None) -> list[Path]:
+    """Write one heatmap picture per selected case into `out_dir`; returns the paths written.
+
+    With the manifest's folder, a node mask the manifest lists is outlined on the pictures.
+    """
     paths = []
     for case in select_cases(cases, selection, seed):
         bus, cdfi = read_image(case.bus_path, None), read_image(case.cdfi_path, None)  # validated at load
         explanation = explain_images(model, bus, cdfi, case.roi, data_cfg, device, case.case_id, selection.stages)
-        picture = render_picture(explanation, bus, cdfi, truth=case.label)
+        picture = render_picture(explanation, bus, cdfi, truth=case.label,
+                                 outline=node_outline(case, bus.shape, manifest_root))
         paths.append(write_picture(Path(out_dir) / picture_name(case.case_id), picture))
     return paths

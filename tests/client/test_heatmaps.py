@@ -12,6 +12,7 @@ from common.config import HeatmapSelection, get_profile
 from common.dataset import CaseDataset, input_box
 from common.imaging import read_image
 from common.labels import CLASSES, LEVEL_BY_KEY
+from common.manifest import Case
 from common.model import CLAHDM
 from common.training import evaluating, train_submodel
 from common.validation import load_cases
@@ -253,3 +254,21 @@ def test_unknown_stages_are_refused():
     assert check_stages(["layer4", "layer2"]) == ("layer2", "layer4")
     with pytest.raises(ValueError, match="layer1"):
         check_stages(["layer5"])
+
+
+def test_a_known_node_is_outlined_on_the_picture(model, profile, tmp_path):
+    from client.heatmaps import NODE_OUTLINE, node_outline, overlay
+
+    image = np.full((60, 80, 3), 90, np.uint8)
+    mask = np.zeros((60, 80), np.uint8)
+    mask[20:40, 30:50] = 255
+    (tmp_path / "masks").mkdir()
+    cv2.imwrite(str(tmp_path / "masks" / "n.png"), mask)
+    case = Case("c1", tmp_path / "b.png", tmp_path / "c.png", "reactive", "2020-01-01",
+                extras={"node_mask_path": "masks/n.png"})
+    outline = node_outline(case, image.shape, tmp_path)
+    assert outline is not None and outline.sum() == 400
+    drawn = overlay(image, np.zeros((60, 80), np.float32), outline=outline)
+    assert (drawn == NODE_OUTLINE).all(axis=2).any()
+    assert node_outline(case, image.shape, None) is None  # no manifest folder, no outline
+    assert node_outline(case, (10, 10, 3), tmp_path) is None  # a mask of another size is not drawn
