@@ -3,9 +3,17 @@
 Layer-CAM weighs every activation of a layer by its own positive gradient, then sums over
 channels: cam = ReLU(sum_k ReLU(dS/dA_k) * A_k), S being the class score (the logit). Unlike
 Grad-CAM's channel-averaged weights this stays reliable in shallow layers, so maps of several
-stages can be fused into a finer one (Jiang et al., 2021): each stage's map is normalised by its
-maximum, the shallower ones are scaled by tanh(gamma * map) (their values are small and spiky),
-all are upsampled to the finest stage's resolution and fused by their element-wise maximum.
+stages can be fused into a finer one. Each stage's map is normalised by its maximum and
+upsampled to the finest stage's resolution, then
+
+- `product` (default): the maps are multiplied, so the fine detail of a shallow stage survives
+  only where the deeper stages also see evidence (as Guided Grad-CAM gates fine by coarse
+  evidence). Measured on the default model's 368 held-out synthetic cases it puts far more of
+  the map on the node than either `max` or layer4 alone (simulation/faithfulness.py);
+- `max`: the Layer-CAM paper's fusion (Jiang et al., 2021): shallow maps scaled by
+  tanh(gamma * map), then the element-wise maximum. Its maximum often lands on a shallow
+  stage's spike off the node.
+
 `stages=("layer4",)` gives the plain final-stage map.
 
 Written with forward hooks and `torch.autograd.grad` rather than a CAM library: a sub-model takes
@@ -28,8 +36,9 @@ STAGES = ("layer1", "layer2", "layer3", "layer4")
 # The stages fused by default (a site's heatmaps.stages): layer4 alone is a 3x3 map at 96 px,
 # layer2 brings it to 12x12.
 DEFAULT_STAGES = HeatmapSelection().stages
-# Layer-CAM's scaling of shallow-stage maps before fusion: tanh(GAMMA * normalised map).
+# Layer-CAM's scaling of shallow-stage maps before a `max` fusion: tanh(GAMMA * normalised map).
 GAMMA = 2.0
+FUSIONS = ("product", "max")
 
 
 class BranchCAMs(NamedTuple):
@@ -48,29 +57,39 @@ def check_stages(stages: Sequence[str]) -> tuple[str, ...]:
     return tuple(s for s in STAGES if s in stages)
 
 
-def fuse(maps: Sequence[torch.Tensor], gamma: float = GAMMA) -> torch.Tensor:
+def _normalised(cam: torch.Tensor) -> torch.Tensor:
+    """Each sample's and class's map divided by its maximum (an all-zero map stays zero)."""
+    peak = cam.amax(dim=(-2, -1), keepdim=True)
+    return torch.where(peak > 0, cam / peak.clamp_min(1e-12), torch.zeros_like(cam))
+
+
+def fuse(maps: Sequence[torch.Tensor], mode: str = "product", gamma: float = GAMMA) -> torch.Tensor:
     """Fuse per-stage maps (each (B, C, h_i, w_i) >= 0, shallow to deep) into one (B, C, h, w) in [0, 1].
 
-    Each map is divided by its own maximum per sample and class (an all-zero map stays zero), the
-    shallower ones pass through tanh(gamma * map), all are upsampled bilinearly to the largest
-    resolution and the element-wise maximum is kept.
+    Each map is normalised, upsampled bilinearly to the largest resolution and combined by `mode`
+    (see the module's docstring): `product`, renormalised, or `max` after tanh(gamma * map) on the
+    shallower ones.
     """
-    size = max((m.shape[-2:] for m in maps), key=lambda s: s[0] * s[1])
+    if mode not in FUSIONS:
+        raise ValueError(f"heatmap fusion must be one of {', '.join(FUSIONS)}, got {mode!r}")
+    size = tuple(max((m.shape[-2:] for m in maps), key=lambda s: s[0] * s[1]))
     fused = None
     for i, cam in enumerate(maps):
-        peak = cam.amax(dim=(-2, -1), keepdim=True)
-        cam = torch.where(peak > 0, cam / peak.clamp_min(1e-12), torch.zeros_like(cam))
-        if i < len(maps) - 1:
+        cam = _normalised(cam)
+        if mode == "max" and i < len(maps) - 1:
             cam = torch.tanh(gamma * cam)
-        if tuple(cam.shape[-2:]) != tuple(size):
-            cam = F.interpolate(cam, size=tuple(size), mode="bilinear", align_corners=False)
-        fused = cam if fused is None else torch.maximum(fused, cam)
+        if tuple(cam.shape[-2:]) != size:
+            cam = F.interpolate(cam, size=size, mode="bilinear", align_corners=False)
+        if fused is None:
+            fused = cam
+        else:
+            fused = fused * cam if mode == "product" else torch.maximum(fused, cam)
     assert fused is not None
-    return fused.clamp(0.0, 1.0)
+    return _normalised(fused).clamp(0.0, 1.0)
 
 
 def layer_cam(submodel: SubModel, bus: torch.Tensor, cdfi: torch.Tensor,
-              stages: Sequence[str] = DEFAULT_STAGES) -> BranchCAMs:
+              stages: Sequence[str] = DEFAULT_STAGES, fusion: str = "product") -> BranchCAMs:
     """Layer-CAM of both branches for both classes from one forward pass, fused over `stages`.
 
     Explaining the second class costs only a backward pass from the head to the stages, so both
@@ -106,7 +125,8 @@ def layer_cam(submodel: SubModel, bus: torch.Tensor, cdfi: torch.Tensor,
         for handle in handles:
             handle.remove()
         submodel.train(was_training)
-    fused = {branch: fuse([torch.stack(maps[(branch, stage)], 1) for stage in stages]) for branch in ("bus", "cdfi")}
+    fused = {branch: fuse([torch.stack(maps[(branch, stage)], 1) for stage in stages], fusion)
+             for branch in ("bus", "cdfi")}
     return BranchCAMs(torch.softmax(logits.detach(), dim=1), fused["bus"], fused["cdfi"])
 
 
@@ -125,6 +145,7 @@ def to_image(cam: np.ndarray, box: tuple[int, int, int, int], shape: tuple[int, 
     if peak <= 0:
         return out
     square = cv2.resize(cam / peak, (side, side), interpolation=cv2.INTER_LINEAR)
+    square /= max(float(square.max()), 1e-12)  # a sharp peak between output pixels would lose its top
     x0, y0 = max(0, x), max(0, y)
     x1, y1 = min(shape[1], x + side), min(shape[0], y + side)
     if x1 > x0 and y1 > y0:

@@ -90,7 +90,7 @@ def model_input(image: np.ndarray, roi: tuple[int, int, int, int] | None, cfg: D
 
 def explain_images(model: CLAHDM, bus: np.ndarray, cdfi: np.ndarray, roi: tuple[int, int, int, int] | None,
                    data_cfg: DataConfig, device: torch.device, case_id: str = "",
-                   stages: Sequence[str] = DEFAULT_STAGES) -> CaseExplanation:
+                   stages: Sequence[str] = DEFAULT_STAGES, fusion: str = "product") -> CaseExplanation:
     """Diagnose one case from its RGB images and explain each level of the hierarchy it used.
 
     Sub-model 1 is explained for the class the gate chose (P(malignant) > threshold), then
@@ -100,11 +100,11 @@ def explain_images(model: CLAHDM, bus: np.ndarray, cdfi: np.ndarray, roi: tuple[
     model.to(device)
     bus_t = model_input(bus, roi, data_cfg)[None].to(device)
     cdfi_t = model_input(cdfi, roi, data_cfg)[None].to(device)
-    first = layer_cam(model.submodel("submodel1"), bus_t, cdfi_t, stages)
+    first = layer_cam(model.submodel("submodel1"), bus_t, cdfi_t, stages, fusion)
     p_malignant = first.probabilities[:, 1]
     malignant = bool(p_malignant[0] > model.threshold)
     second_key, other_key = ("submodel3", "submodel2") if malignant else ("submodel2", "submodel3")
-    second = layer_cam(model.submodel(second_key), bus_t, cdfi_t, stages)
+    second = layer_cam(model.submodel(second_key), bus_t, cdfi_t, stages, fusion)
     with evaluating(model):
         p_other = torch.softmax(model.submodels[other_key](bus_t, cdfi_t), dim=1)[:, 1]
     p_second = second.probabilities[:, 1]
@@ -271,7 +271,8 @@ def write_heatmaps(model: CLAHDM, cases: list[Case], data_cfg: DataConfig, selec
     paths = []
     for case in select_cases(cases, selection, seed):
         bus, cdfi = read_image(case.bus_path, None), read_image(case.cdfi_path, None)  # validated at load
-        explanation = explain_images(model, bus, cdfi, case.roi, data_cfg, device, case.case_id, selection.stages)
+        explanation = explain_images(model, bus, cdfi, case.roi, data_cfg, device, case.case_id, selection.stages,
+                                     selection.fusion)
         picture = render_picture(explanation, bus, cdfi, truth=case.label,
                                  outline=node_outline(case, bus.shape, manifest_root))
         paths.append(write_picture(Path(out_dir) / picture_name(case.case_id), picture))

@@ -190,6 +190,8 @@ class HeatmapSelection:
     per_class: int = 2
     # ResNet stages whose Layer-CAMs are fused (client/cam.py); ["layer4"] is the coarse classic map.
     stages: tuple[str, ...] = ("layer2", "layer3", "layer4")
+    # How the stages combine: product (fine detail where deeper stages agree) or max (Layer-CAM's).
+    fusion: Literal["product", "max"] = "product"
 
     def __post_init__(self) -> None:
         unknown = [s for s in self.stages if s not in ("layer1", "layer2", "layer3", "layer4")]

@@ -7,7 +7,8 @@ energy inside the node (BUS) and inside node ∪ vessels (CDFI), and the pointin
 heatmap's maximum inside that mask). Per case the levels are averaged; per true class the
 cases are, with percentile bootstrap CIs over the cases. Four maps are scored side by side:
 
-- `fused`: Layer-CAM fused over the default stages (client/cam.py), what the sites draw;
+- `fused`: Layer-CAM fused over the default stages by product (client/cam.py), what the sites draw;
+- `fused_max`: the same stages fused by the Layer-CAM paper's element-wise maximum;
 - `layer4`: Layer-CAM of the last stage only;
 - `gaussian_box`: a Gaussian peaked at the centre of the square the model sees (sigma a
   quarter of its side), zero outside it. It knows where the clinician's box is, and the
@@ -138,7 +139,7 @@ def find_cases(data: Path, cohort: str) -> list[MaskedCase]:
     return [c for c in cases if c.case.extras.get("cohort", "") == cohort]
 
 
-MAPS = ("fused", "layer4", "gaussian_box", "gaussian_image")
+MAPS = ("fused", "fused_max", "layer4", "gaussian_box", "gaussian_image")
 
 
 def case_scores(model, masked: MaskedCase, data_cfg, device) -> dict[str, dict[str, float]]:
@@ -152,8 +153,9 @@ def case_scores(model, masked: MaskedCase, data_cfg, device) -> dict[str, dict[s
     node = read_mask(masked.node_mask, case.case_id, bus.shape)
     vessels = read_mask(masked.vessel_mask, case.case_id, cdfi.shape)
     scores = {}
-    for name, stages in (("fused", DEFAULT_STAGES), ("layer4", ("layer4",))):
-        explanation = explain_images(model, bus, cdfi, case.roi, data_cfg, device, case.case_id, stages)
+    for name, stages, fusion in (("fused", DEFAULT_STAGES, "product"), ("fused_max", DEFAULT_STAGES, "max"),
+                                 ("layer4", ("layer4",), "product")):
+        explanation = explain_images(model, bus, cdfi, case.roi, data_cfg, device, case.case_id, stages, fusion)
         per_level = [score_maps(s.bus, s.cdfi, node, vessels) for s in explanation.steps]
         scores[name] = {k: float(np.mean([m[k] for m in per_level])) for k in METRICS}
     scores["gaussian_box"] = score_maps(centred_gaussian(explanation.bus_box, bus.shape),

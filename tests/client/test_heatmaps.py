@@ -227,13 +227,20 @@ def test_fusion_keeps_each_stage_normalised_and_takes_the_maximum():
     deep[0, 0, 0, 0] = 4.0  # hot top-left quarter
     shallow = torch.zeros(1, 1, 8, 8)
     shallow[0, 0, 7, 7] = 0.5  # one fine spike bottom-right, at a scale of its own
-    fused = fuse([shallow, deep])
+    fused = fuse([shallow, deep], "max")
     assert fused.shape == (1, 1, 8, 8) and float(fused.max()) <= 1.0
     assert float(fused[0, 0, 7, 7]) == pytest.approx(float(np.tanh(GAMMA)), abs=1e-6)  # normalised, then tanh
     assert float(fused[0, 0, 0, 0]) == pytest.approx(1.0)  # the deep map's peak survives upsampling
     assert float(fused[0, 0, 0, 7]) < 0.1  # nothing where neither stage has evidence
-    empty = fuse([torch.zeros(1, 1, 8, 8), torch.zeros(1, 1, 2, 2)])
-    assert float(empty.abs().sum()) == 0.0  # no evidence stays no evidence
+    # product: the shallow spike lies where the deep map has no evidence, so it vanishes
+    shallow[0, 0, 1, 1] = 0.25  # a weaker fine detail inside the deep map's hot quarter survives
+    gated = fuse([shallow, deep], "product")
+    assert float(gated[0, 0, 7, 7]) == 0.0 and float(gated[0, 0, 1, 1]) == pytest.approx(1.0)
+    for mode in ("max", "product"):
+        empty = fuse([torch.zeros(1, 1, 8, 8), torch.zeros(1, 1, 2, 2)], mode)
+        assert float(empty.abs().sum()) == 0.0  # no evidence stays no evidence
+    with pytest.raises(ValueError, match="product, max"):
+        fuse([deep], "mean")
 
 
 def test_a_hot_spot_in_input_space_lands_on_the_right_pixels():

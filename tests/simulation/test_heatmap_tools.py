@@ -55,7 +55,7 @@ def test_faithfulness_script_writes_per_class_json(small_dataset, tmp_path, caps
     assert set(result["deletion_insertion"]) == {"deletion", "deletion_random", "insertion", "insertion_random"}
     assert all(0.0 <= v <= 1.0 for v in result["deletion_insertion"].values())
     assert -1.0 <= result["randomisation"]["spearman_mean"] <= 1.0
-    assert "| class | n | fused | layer4 | gaussian_box | gaussian_image |" in capsys.readouterr().out
+    assert "| class | n | fused | fused_max | layer4 | gaussian_box | gaussian_image |" in capsys.readouterr().out
 
 
 def test_the_randomisation_check_catches_maps_that_ignore_the_weights(small_dataset, monkeypatch):
@@ -66,11 +66,11 @@ def test_the_randomisation_check_catches_maps_that_ignore_the_weights(small_data
     model = CLAHDM(profile.model)
     cases = faithfulness.find_cases(small_dataset / "hospital2", "all")[:3]
 
-    def from_the_input_only(submodel, bus, cdfi, stages=cam.DEFAULT_STAGES):
+    def from_the_input_only(submodel, bus, cdfi, stages=cam.DEFAULT_STAGES, fusion="product"):
         maps = [image.mean(dim=1, keepdim=True).repeat(1, 2, 1, 1).clamp_min(0) for image in (bus, cdfi)]
         return cam.BranchCAMs(torch.tensor([[0.4, 0.6]]), *maps)
 
-    def from_the_weights(submodel, bus, cdfi, stages=cam.DEFAULT_STAGES):
+    def from_the_weights(submodel, bus, cdfi, stages=cam.DEFAULT_STAGES, fusion="product"):
         seed = int(abs(float(next(submodel.parameters()).sum())) * 1e6) % 2 ** 31
         gen = torch.Generator().manual_seed(seed)
         maps = [torch.rand(1, 2, *image.shape[-2:], generator=gen) for image in (bus, cdfi)]
