@@ -6,15 +6,17 @@ Grad-CAM's channel-averaged weights this stays reliable in shallow layers, so ma
 stages can be fused into a finer one. Each stage's map is normalised by its maximum and
 upsampled to the finest stage's resolution, then
 
-- `product` (default): the maps are multiplied, so the fine detail of a shallow stage survives
-  only where the deeper stages also see evidence (as Guided Grad-CAM gates fine by coarse
-  evidence). Measured on the default model's 368 held-out synthetic cases it puts far more of
-  the map on the node than either `max` or layer4 alone (simulation/faithfulness.py);
-- `max`: the Layer-CAM paper's fusion (Jiang et al., 2021): shallow maps scaled by
-  tanh(gamma * map), then the element-wise maximum. Its maximum often lands on a shallow
-  stage's spike off the node.
+- `max` (default): the Layer-CAM paper's fusion (Jiang et al., 2021): shallow maps scaled by
+  tanh(gamma * map), then the element-wise maximum;
+- `product`: the maps are multiplied, so a shallow stage's detail survives only where the deeper
+  stages also see evidence (as Guided Grad-CAM gates fine by coarse evidence).
 
-`stages=("layer4",)` gives the plain final-stage map.
+Measured with simulation/faithfulness.py on the default model's 368 held-out synthetic cases:
+`product` over layer2-4 puts far more of the map on the node (CDFI energy 0.51-0.65 against
+0.25-0.33), but its maps correlate with those of a re-initialised network (Spearman 0.68): they
+partly trace the image's structure, not the model's evidence. `max` over layer2-4 passes that
+check (0.29) but localises no better than layer4 alone (0.25), so the sites draw layer4 by
+default (`heatmaps.stages` in the site YAML chooses).
 
 Written with forward hooks and `torch.autograd.grad` rather than a CAM library: a sub-model takes
 two inputs, and asking autograd only for the chosen stages' gradients leaves every parameter's
@@ -33,12 +35,14 @@ from common.config import HeatmapSelection
 from common.model import SubModel
 
 STAGES = ("layer1", "layer2", "layer3", "layer4")
-# The stages fused by default (a site's heatmaps.stages): layer4 alone is a 3x3 map at 96 px,
-# layer2 brings it to 12x12.
+# The stages a site uses by default (its heatmaps.stages), and the multi-stage set the benchmark
+# compares: layer4 alone is a 3x3 map at 96 px, layer2 brings it to 12x12.
 DEFAULT_STAGES = HeatmapSelection().stages
+DEFAULT_FUSION = HeatmapSelection().fusion
+MULTI_STAGES = ("layer2", "layer3", "layer4")
 # Layer-CAM's scaling of shallow-stage maps before a `max` fusion: tanh(GAMMA * normalised map).
 GAMMA = 2.0
-FUSIONS = ("product", "max")
+FUSIONS = ("max", "product")
 
 
 class BranchCAMs(NamedTuple):
@@ -63,7 +67,7 @@ def _normalised(cam: torch.Tensor) -> torch.Tensor:
     return torch.where(peak > 0, cam / peak.clamp_min(1e-12), torch.zeros_like(cam))
 
 
-def fuse(maps: Sequence[torch.Tensor], mode: str = "product", gamma: float = GAMMA) -> torch.Tensor:
+def fuse(maps: Sequence[torch.Tensor], mode: str = DEFAULT_FUSION, gamma: float = GAMMA) -> torch.Tensor:
     """Fuse per-stage maps (each (B, C, h_i, w_i) >= 0, shallow to deep) into one (B, C, h, w) in [0, 1].
 
     Each map is normalised, upsampled bilinearly to the largest resolution and combined by `mode`
@@ -89,7 +93,7 @@ def fuse(maps: Sequence[torch.Tensor], mode: str = "product", gamma: float = GAM
 
 
 def layer_cam(submodel: SubModel, bus: torch.Tensor, cdfi: torch.Tensor,
-              stages: Sequence[str] = DEFAULT_STAGES, fusion: str = "product") -> BranchCAMs:
+              stages: Sequence[str] = DEFAULT_STAGES, fusion: str = DEFAULT_FUSION) -> BranchCAMs:
     """Layer-CAM of both branches for both classes from one forward pass, fused over `stages`.
 
     Explaining the second class costs only a backward pass from the head to the stages, so both

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import torch
 
-from client.cam import DEFAULT_STAGES, layer_cam, to_image
+from client.cam import DEFAULT_FUSION, DEFAULT_STAGES, layer_cam, to_image
 from common.config import DataConfig, HeatmapSelection
 from common.dataset import input_box, prepare
 from common.imaging import crop, read_image, to_tensor
@@ -90,7 +90,7 @@ def model_input(image: np.ndarray, roi: tuple[int, int, int, int] | None, cfg: D
 
 def explain_images(model: CLAHDM, bus: np.ndarray, cdfi: np.ndarray, roi: tuple[int, int, int, int] | None,
                    data_cfg: DataConfig, device: torch.device, case_id: str = "",
-                   stages: Sequence[str] = DEFAULT_STAGES, fusion: str = "product") -> CaseExplanation:
+                   stages: Sequence[str] = DEFAULT_STAGES, fusion: str = DEFAULT_FUSION) -> CaseExplanation:
     """Diagnose one case from its RGB images and explain each level of the hierarchy it used.
 
     Sub-model 1 is explained for the class the gate chose (P(malignant) > threshold), then

@@ -93,8 +93,8 @@ def test_heatmap_changes_with_the_class_and_with_the_input(model, profile):
     a = [model_input(img, None, profile.data)[None] for img in _pair("reactive", 1)]
     b = [model_input(img, None, profile.data)[None] for img in _pair("metastatic", 2)]
     cams_a, cams_b = layer_cam(sub, *a), layer_cam(sub, *b)
-    assert cams_a.bus.shape == (1, 2, 8, 8)  # fused up to layer2: 64 px / 8
-    assert layer_cam(sub, *a, stages=("layer4",)).bus.shape == (1, 2, 2, 2)  # the final stage alone: 2x2
+    assert cams_a.bus.shape == (1, 2, 2, 2)  # the default, layer4 alone: a 2x2 final stage at 64 px
+    assert layer_cam(sub, *a, stages=("layer2", "layer4")).bus.shape == (1, 2, 8, 8)  # fused up to layer2
     for branch in ("bus", "cdfi"):
         first, second = getattr(cams_a, branch)[0]
         assert not torch.allclose(first, second)
@@ -239,7 +239,7 @@ def test_fusion_keeps_each_stage_normalised_and_takes_the_maximum():
     for mode in ("max", "product"):
         empty = fuse([torch.zeros(1, 1, 8, 8), torch.zeros(1, 1, 2, 2)], mode)
         assert float(empty.abs().sum()) == 0.0  # no evidence stays no evidence
-    with pytest.raises(ValueError, match="product, max"):
+    with pytest.raises(ValueError, match="max, product"):
         fuse([deep], "mean")
 
 

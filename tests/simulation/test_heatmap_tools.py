@@ -54,7 +54,8 @@ def test_faithfulness_script_writes_per_class_json(small_dataset, tmp_path, caps
             assert all(0.0 <= row[k] <= 1.0 for k in faithfulness.METRICS)
     assert set(result["deletion_insertion"]) == {"deletion", "deletion_random", "insertion", "insertion_random"}
     assert all(0.0 <= v <= 1.0 for v in result["deletion_insertion"].values())
-    assert -1.0 <= result["randomisation"]["spearman_mean"] <= 1.0
+    assert set(result["randomisation"]) == {"fused", "fused_max", "layer4"}
+    assert all(-1.0 <= r["spearman_mean"] <= 1.0 for r in result["randomisation"].values())
     assert "| class | n | fused | fused_max | layer4 | gaussian_box | gaussian_image |" in capsys.readouterr().out
 
 
@@ -66,11 +67,11 @@ def test_the_randomisation_check_catches_maps_that_ignore_the_weights(small_data
     model = CLAHDM(profile.model)
     cases = faithfulness.find_cases(small_dataset / "hospital2", "all")[:3]
 
-    def from_the_input_only(submodel, bus, cdfi, stages=cam.DEFAULT_STAGES, fusion="product"):
+    def from_the_input_only(submodel, bus, cdfi, stages=cam.DEFAULT_STAGES, fusion=cam.DEFAULT_FUSION):
         maps = [image.mean(dim=1, keepdim=True).repeat(1, 2, 1, 1).clamp_min(0) for image in (bus, cdfi)]
         return cam.BranchCAMs(torch.tensor([[0.4, 0.6]]), *maps)
 
-    def from_the_weights(submodel, bus, cdfi, stages=cam.DEFAULT_STAGES, fusion="product"):
+    def from_the_weights(submodel, bus, cdfi, stages=cam.DEFAULT_STAGES, fusion=cam.DEFAULT_FUSION):
         seed = int(abs(float(next(submodel.parameters()).sum())) * 1e6) % 2 ** 31
         gen = torch.Generator().manual_seed(seed)
         maps = [torch.rand(1, 2, *image.shape[-2:], generator=gen) for image in (bus, cdfi)]
