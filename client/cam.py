@@ -31,10 +31,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from common.config import HeatmapSelection
+from common.config import CAM_STAGES, HeatmapSelection
 from common.model import SubModel
 
-STAGES = ("layer1", "layer2", "layer3", "layer4")
+STAGES = CAM_STAGES
 # The stages a site uses by default (its heatmaps.stages), and the multi-stage set the benchmark
 # compares: layer4 alone is a 3x3 map at 96 px, layer2 brings it to 12x12.
 DEFAULT_STAGES = HeatmapSelection().stages

@@ -15,6 +15,8 @@ import functools
 import logging
 from collections.abc import Callable, Mapping
 
+import numpy as np
+
 from common import federated_validation as fv
 from common.errors import ClafedError, ProtocolError
 from common.imaging import ImageError
@@ -45,8 +47,6 @@ def shareable_validation(figures: Mapping[str, float], n_classes: int, min_cohor
     """A round's validation figures, or an empty (zero-case) reply for a cohort below the minimum:
     per-case scores of a few patients could be read off their histogram bins."""
     if 0 < figures.get(fv.COUNT_KEY, 0) < min_cohort:
-        import numpy as np
-
         return fv.site_figures(np.zeros(0, dtype=int), np.zeros((0, n_classes)), 0.0)
     return dict(figures)
 

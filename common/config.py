@@ -17,6 +17,8 @@ BACKBONES = ("resnet10", "resnet18", "resnet34", "resnet50")
 MAX_IMAGE_PIXELS = 50_000_000
 # Smaller frames (either side) carry too little of the node to classify.
 MIN_IMAGE_SIZE = 64
+# The ResNet stages a heatmap can be computed from, shallow to deep.
+CAM_STAGES = ("layer1", "layer2", "layer3", "layer4")
 DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 
@@ -196,7 +198,7 @@ class HeatmapSelection:
     fusion: Literal["product", "max"] = "max"
 
     def __post_init__(self) -> None:
-        unknown = [s for s in self.stages if s not in ("layer1", "layer2", "layer3", "layer4")]
+        unknown = [s for s in self.stages if s not in CAM_STAGES]
         if unknown or not self.stages:
             raise ValueError(f"heatmaps.stages must be some of layer1..layer4, got {list(self.stages)}")
 

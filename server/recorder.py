@@ -202,8 +202,7 @@ class RunRecorder:
                 values.append(float(default))
         log.info("decision thresholds (Youden's J on pooled validation scores): %s",
                  ", ".join(f"{k} {v:.3f}" for k, v in zip(LEVEL_KEYS, values)))
-        info = rd.read_json(self.path / rd.RUN_FILE, {})
-        rd.write_json(self.path / rd.RUN_FILE, dict(info, decision_thresholds=dict(zip(LEVEL_KEYS, values))))
+        rd.update_run_info(self.path, decision_thresholds=dict(zip(LEVEL_KEYS, values)))
         return tuple(values)
 
     def final_model(self, model: CLAHDM, profile: Profile, arrays: ArrayRecord,
@@ -252,17 +251,14 @@ class RunRecorder:
                    "noise_multiplier": self.settings.dp_noise, "clip_norm": self.settings.dp_clip,
                    "delta": self.settings.dp_delta, "releases": releases, "epsilon": spent,
                    "epsilon_max": max(spent.values(), default=0.0)}
-        info = rd.read_json(self.path / rd.RUN_FILE, {})
-        rd.write_json(self.path / rd.RUN_FILE, dict(info, privacy=privacy))
+        rd.update_run_info(self.path, privacy=privacy)
         log.info("differential privacy: epsilon %.3g at delta %g (noise multiplier %g, clip norm %g, "
                  "largest number of releases %d)", privacy["epsilon_max"], self.settings.dp_delta,
                  self.settings.dp_noise, self.settings.dp_clip, max(releases.values(), default=0))
         return privacy
 
     def finished(self) -> None:
-        info = rd.read_json(self.path / rd.RUN_FILE, {})
-        info["finished"] = now()
-        rd.write_json(self.path / rd.RUN_FILE, info)
+        rd.update_run_info(self.path, finished=now())
 
     def _drop_uncommitted(self) -> None:
         """Remove log lines of rounds that state.json does not list (the server died mid-write)."""

@@ -39,7 +39,8 @@ class RoundReport:
     targeted: list[int] = field(default_factory=list)
     # node id -> the factor its update was shrunk by (norm clipping), for the sites clipped
     clipped: dict[int, float] = field(default_factory=dict)
-    # names of the targeted sites that neither replied nor failed (set by the server)
+    # names of the sites meant to train that neither replied nor failed, offline ones included
+    # (set by the server, which knows every trainer; the strategy sees only the connected ones)
     silent: list[str] = field(default_factory=list)
     # node id -> L2 norm of its update before any clipping (what a DP clip norm is chosen from)
     update_norms: dict[int, float] = field(default_factory=dict)

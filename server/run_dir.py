@@ -84,6 +84,12 @@ def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def update_run_info(run_dir: Path, **fields: Any) -> None:
+    """Set `fields` in the run's run.json, keeping everything else it holds."""
+    path = Path(run_dir) / RUN_FILE
+    write_json(path, {**read_json(path, {}), **fields})
+
+
 def evaluation_path(run_dir: Path, site: str) -> Path:
     """A site's evaluation record; the site's name must be a plain file name (common.names)."""
     return Path(run_dir) / EVALUATION_DIR / f"{checked_name(site, 'site name')}.json"

@@ -16,7 +16,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDic
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAdam, FedAvg, FedMedian, FedProx, FedTrimmedAvg, Krum
 
-from common.messages import ARRAYS, CONFIG, METRICS, NUM_EXAMPLES, TRAIN, VALIDATE
+from common.messages import ARRAYS, CONFIG, METRICS, NUM_EXAMPLES, SERVER_ROUND, TRAIN, VALIDATE
 from server import reply_checks
 from server.privacy import GaussianDP
 from server.records import RoundReport
@@ -120,7 +120,7 @@ class TargetedRounds:
         if self.on_validation is None:
             return []
         online = set(grid.get_node_ids())
-        config = ConfigRecord(dict(config, **{"server-round": server_round}))
+        config = ConfigRecord(dict(config, **{SERVER_ROUND: server_round}))
         content = RecordDict({ARRAYS: arrays, CONFIG: config})
         return [Message(content=content, dst_node_id=node, message_type=VALIDATE)
                 for node in self.validators if node in online]

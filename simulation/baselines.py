@@ -102,8 +102,7 @@ def run_pooled(settings: Settings, site_yamls: list[Path], folder: Path) -> None
     sites = load_sites(site_yamls)
     trainers = [s for s in sites if s.config.role == "train"]
     model = train_centrally(settings, "pooled", trainers, folder)
-    rd.write_json(folder / rd.RUN_FILE, dict(rd.read_json(folder / rd.RUN_FILE, {}),
-                                             sites=[asdict(i) for i in site_infos(sites)]))
+    rd.update_run_info(folder, sites=[asdict(i) for i in site_infos(sites)])
     for site in sites:
         evaluate_at(model, settings, site, folder)
 

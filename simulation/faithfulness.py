@@ -224,21 +224,25 @@ def deletion_insertion(model, cases: list[MaskedCase], data_cfg, device, steps: 
         random_order = [rng.permutation(len(r)) for r in ranks]
         for order_name, orders in (("", ranks), ("_random", random_order)):
             for mode in ("deletion", "insertion"):
-                batches = []
-                for image, order in zip(inputs, orders):
-                    frames = []
-                    for i in range(steps + 1):
-                        keep = np.zeros(order.size, bool)
-                        keep[order[:int(round(i / steps * order.size))]] = True
-                        if mode == "deletion":
-                            keep = ~keep
-                        mask = torch.from_numpy(keep.reshape(tuple(size))).to(device)
-                        frames.append(image[0] * mask)
-                    batches.append(torch.stack(frames))
+                batches = [_frames(image[0], order, steps, mode) for image, order in zip(inputs, orders)]
                 with torch.no_grad():
                     p = torch.softmax(submodel(*batches), dim=1)[:, target].cpu().numpy()
                 areas[mode + order_name].append(float(p.mean()))
     return {k: float(np.mean(v)) for k, v in areas.items()}
+
+
+def _frames(image, order: np.ndarray, steps: int, mode: str):
+    """The `steps + 1` inputs of a deletion (or insertion) curve: after step i the first i/steps of
+    `order`'s pixels are blanked (or are the only ones kept)."""
+    import torch
+
+    frames = []
+    for i in range(steps + 1):
+        keep = np.zeros(order.size, bool)
+        keep[order[:int(round(i / steps * order.size))]] = True
+        mask = torch.from_numpy((~keep if mode == "deletion" else keep).reshape(image.shape[-2:])).to(image.device)
+        frames.append(image * mask)
+    return torch.stack(frames)
 
 
 def randomisation_check(model, cases: list[MaskedCase], data_cfg, device, seed: int = 0,

@@ -137,13 +137,6 @@ def _gpu_count() -> int:
     return torch.cuda.device_count()
 
 
-def write_run_info(run_dir: Path, **info) -> None:
-    """Add the simulation's own description (mode, protocol, data) to run.json."""
-    current = rd.read_json(run_dir / rd.RUN_FILE, {})
-    current.update(info)
-    rd.write_json(run_dir / rd.RUN_FILE, current)
-
-
 def mode_dir(run_dir: Path, modes: list[str], mode: str) -> Path:
     """A single mode writes into RUN_DIR itself; a comparison gives each mode its sub-folder."""
     return run_dir if len(modes) == 1 else run_dir / mode
@@ -171,7 +164,8 @@ def simulate(run_dir: Path, settings: Settings, federation: Federation, manifest
             run_local(mode_settings, site_yamls, folder)
         else:
             raise ConfigError(f"unknown mode {mode!r}: federated, pooled or local")
-        write_run_info(folder, mode=mode, protocol=federation.protocol, holdout=federation.holdout)
+        # The simulation's own description of the run (mode, protocol, data).
+        rd.update_run_info(folder, mode=mode, protocol=federation.protocol, holdout=federation.holdout)
         done[mode] = folder
     write_references(run_dir, site_yamls, manifests)
     return done
