@@ -39,7 +39,7 @@ def site_info(message: Message, context: Context) -> Message:
 def train(message: Message, context: Context) -> Message:
     site = current_site(context.node_config)
     instruction = msg.PhaseInstruction.from_config(message.content[msg.CONFIG])
-    arrays, figures = train_round(site, instruction, message.content[msg.ARRAYS])
+    arrays, figures = train_round(site, instruction, message.content[msg.ARRAYS], run_id=context.run_id)
     return Message(msg.train_reply(arrays, figures), reply_to=message)
 
 

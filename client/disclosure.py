@@ -15,8 +15,6 @@ import functools
 import logging
 from collections.abc import Callable, Mapping
 
-import numpy as np
-
 from common import federated_validation as fv
 from common.errors import ClafedError, ProtocolError
 from common.imaging import ImageError
@@ -43,11 +41,11 @@ def shareable_evaluation(figures: Mapping[str, float], *, min_cohort: int, min_c
     return out
 
 
-def shareable_validation(figures: Mapping[str, float], n_classes: int, min_cohort: int) -> dict[str, float]:
-    """A round's validation figures, or an empty (zero-case) reply for a cohort below the minimum:
-    per-case scores of a few patients could be read off their histogram bins."""
+def shareable_validation(figures: Mapping[str, float], min_cohort: int) -> dict[str, float]:
+    """A round's validation figures, or the same keys all at zero (a zero-case reply) for a cohort
+    below the minimum: per-case scores of a few patients could be read off their histogram bins."""
     if 0 < figures.get(fv.COUNT_KEY, 0) < min_cohort:
-        return fv.site_figures(np.zeros(0, dtype=int), np.zeros((0, n_classes)), 0.0)
+        return {key: 0.0 if key == fv.LOSS_KEY else 0 for key in figures}
     return dict(figures)
 
 

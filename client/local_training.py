@@ -10,12 +10,13 @@ import numpy as np
 import torch
 from flwr.app import ArrayRecord
 
+from client import optimizer_store
 from client.disclosure import shareable_validation
 from common import federated_validation as fv
 from common import messages as msg
 from common.config import Profile, TrainConfig
 from common.errors import ProtocolError
-from common.labels import phase_level
+from common.labels import CLASS_INDEX, GATE_PHASE, phase_level
 from common.model import SubModel
 from common.site import SiteData
 from common.training import predict_probabilities, resolve_device, train_submodel
@@ -48,14 +49,16 @@ def local_train_config(profile: Profile, site: SiteData, seed: int) -> TrainConf
                    progress=show_progress())
 
 
-def train_round(site: SiteData, instruction: msg.PhaseInstruction,
-                arrays: ArrayRecord) -> tuple[ArrayRecord, dict[str, float | int]]:
+def train_round(site: SiteData, instruction: msg.PhaseInstruction, arrays: ArrayRecord,
+                run_id: int | None = None) -> tuple[ArrayRecord, dict[str, float | int]]:
     """Train the received network of the instruction's phase locally; return its weights with
     aggregate figures only.
 
     Round r of the phase's `rounds` covers that share of its learning-rate schedule, so a resumed
-    run continues the same curve. A site without cases of this phase returns the weights
-    unchanged with 0 examples, which the server leaves out of the average.
+    run continues the same curve. With the Flower run's `run_id`, the site's AdamW state carries
+    over from the previous round of the phase (client/optimizer_store.py, on the site's disk).
+    A site without cases of this phase returns the weights unchanged with 0 examples, which the
+    server leaves out of the average.
     """
     phase, profile, server_round, rounds = (instruction.phase, instruction.profile, instruction.round,
                                             instruction.rounds)
@@ -68,10 +71,14 @@ def train_round(site: SiteData, instruction: msg.PhaseInstruction,
     cfg = local_train_config(profile, site, seed)
     device = resolve_device(cfg.device)
     started = time.perf_counter()
+    carry = (optimizer_store.load(site.config.output_dir, run_id, phase, server_round)
+             if run_id is not None else None)
     history = train_submodel(model, dataset, cfg, epochs=cfg.epochs, device=device,
                              proximal_mu=instruction.proximal_mu,
                              desc=f"{site.config.name} {phase} round {server_round}",
-                             span=((server_round - 1) / rounds, server_round / rounds))
+                             span=((server_round - 1) / rounds, server_round / rounds), carry=carry)
+    if carry is not None and run_id is not None:
+        optimizer_store.save(site.config.output_dir, run_id, phase, server_round, rounds, carry)
     seconds = time.perf_counter() - started
     last = history[-1] if history else None
     figures = {msg.NUM_EXAMPLES: len(dataset), "loss": last.loss if last else 0.0,
@@ -103,4 +110,8 @@ def validation_figures(site: SiteData, phase: str, profile: Profile, model: SubM
                                   device=resolve_device(site.config.device))  # (0, n_classes) without cases
     targets = dataset.targets()
     loss_sum = float(-np.log(np.clip(proba[np.arange(len(targets)), targets], 1e-7, 1.0)).sum())
-    return shareable_validation(fv.site_figures(targets, proba, loss_sum), model.n_classes, site.config.min_cohort)
+    figures = fv.site_figures(targets, proba, loss_sum)
+    if phase == GATE_PHASE:  # the gate's scores per 4-class label: thresholds chosen for the gated answer
+        labels = np.array([CLASS_INDEX[c.label] for c in dataset.cases], dtype=int)
+        figures |= fv.gate_figures(labels, proba[:, 1] if len(proba) else np.zeros(0))
+    return shareable_validation(figures, site.config.min_cohort)

@@ -39,8 +39,9 @@ class ModelConfig:
     # Gate of the hard assembly: P(malignant) above it routes a case to sub-model 3.
     threshold: float = 0.5
     # Decision thresholds of sub-models 2 and 3 in the gated answer: P(tuberculous) and
-    # P(metastatic) above them name the positive subtype. A run sets all three from federated
-    # validation (Youden's J), so a rare class is not lost to a fixed 0.5.
+    # P(metastatic) above them name the positive subtype. A run sets all three together from
+    # federated validation (the gated answer's balanced accuracy), so a rare class is not lost
+    # to a fixed 0.5.
     subtype_thresholds: tuple[float, float] = (0.5, 0.5)
 
     def __post_init__(self) -> None:
@@ -144,11 +145,11 @@ PROFILES: dict[str, Profile] = {
     "tiny": Profile("tiny", ModelConfig(backbone="resnet10", fusion_hidden=(64,), aux_hidden=32),
                     DataConfig(input_size=64),
                     TrainConfig(rounds=2, shared_rounds=1, epochs=1, batch_size=8, lr=1e-3)),
-    # The default demo, sized to end within 15 minutes on a 2-core laptop: resnet18 at 96 px
+    # The default demo, sized to end within 15 minutes on a 2-core machine: resnet18 at 96 px
     # from scratch (128 px doubles a round's time; resnet10 at 128 px learned less). The shared
     # phase carries most of the steps: each of its epochs teaches both extractors from every case.
     "cpu": Profile("cpu", ModelConfig(backbone="resnet18", fusion_hidden=(256, 64)), DataConfig(input_size=96),
-                   TrainConfig(rounds=4, shared_rounds=8, epochs=1, batch_size=32, lr=1e-3)),
+                   TrainConfig(rounds=4, shared_rounds=5, epochs=1, batch_size=32, lr=1e-3)),
     # The paper's setting, for GPUs: ImageNet-initialised resnet50 at 224 px, a lower peak rate.
     "paper": Profile("paper", ModelConfig(backbone="resnet50", pretrained="imagenet"),
                      DataConfig(input_size=224),

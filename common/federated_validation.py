@@ -2,8 +2,10 @@
 returns score histograms (counts per probability bin, per class); the server adds them up.
 
 Histograms are aggregate counts, never per-case values, yet summed over sites they give the
-pooled ROC curve: the pooled AUC of every round, and each sub-model's decision threshold chosen
-on validation data (Youden's J) rather than a fixed 0.5.
+pooled ROC curve: the pooled AUC of every round, and the decision thresholds chosen on
+validation data rather than a fixed 0.5. Sub-model 1 (the gate) also returns its score
+histogram per 4-class label, so the three thresholds can be chosen together for what the
+gated answer gets right in every class (`gated_thresholds`), not only level by level.
 """
 from __future__ import annotations
 
@@ -20,6 +22,14 @@ CORRECT_KEY = "val.correct"
 
 def hist_key(cls: int, positive: bool, b: int) -> str:
     return f"val.h.{cls}.{'pos' if positive else 'neg'}.{b}"
+
+
+def gate_key(label: int, b: int) -> str:
+    """Sub-model 1's histogram of P(malignant) over the validation cases of one 4-class label."""
+    return f"val.g.{label}.{b}"
+
+
+N_LABELS = 4  # common.labels.CLASSES: reactive, tuberculous, lymphoma, metastatic
 
 
 def scored_classes(n_classes: int) -> list[int]:
@@ -45,19 +55,30 @@ def site_figures(targets: np.ndarray, proba: np.ndarray, loss_sum: float) -> dic
     return out
 
 
-def expected_keys(n_classes: int) -> set[str]:
-    return {LOSS_KEY, COUNT_KEY, CORRECT_KEY} | {hist_key(k, side, b) for k in scored_classes(n_classes)
+def gate_figures(labels: np.ndarray, p_malignant: np.ndarray) -> dict[str, int]:
+    """The gate's histograms of P(malignant) per 4-class label (every key, whatever the cohort)."""
+    bins = np.clip((p_malignant * BINS).astype(int), 0, BINS - 1)
+    out = {}
+    for label in range(N_LABELS):
+        counts = np.bincount(bins[labels == label], minlength=BINS)
+        out.update({gate_key(label, b): int(counts[b]) for b in range(BINS)})
+    return out
+
+
+def expected_keys(n_classes: int, gate: bool = False) -> set[str]:
+    keys = {LOSS_KEY, COUNT_KEY, CORRECT_KEY} | {hist_key(k, side, b) for k in scored_classes(n_classes)
                                                   for side in (True, False) for b in range(BINS)}
+    return keys | ({gate_key(label, b) for label in range(N_LABELS) for b in range(BINS)} if gate else set())
 
 
-def reply_problem(figures: Mapping[str, float], n_classes: int) -> str | None:
+def reply_problem(figures: Mapping[str, float], n_classes: int, gate: bool = False) -> str | None:
     """Why a site's validation reply cannot be pooled (None when it can).
 
     It must hold exactly the expected keys, non-negative whole counts, a finite loss, and
     histograms that each account for every one of its cases: anything else would bend the pooled
     AUC or the gate threshold, so it is left out rather than trusted.
     """
-    differ = set(figures) ^ expected_keys(n_classes)
+    differ = set(figures) ^ expected_keys(n_classes, gate)
     if differ:
         return f"unexpected figures ({len(differ)} keys differ)"
     values = np.array([float(v) for v in figures.values()])
@@ -70,6 +91,8 @@ def reply_problem(figures: Mapping[str, float], n_classes: int) -> str | None:
     for k in scored_classes(n_classes):
         if sum(float(figures[hist_key(k, side, b)]) for side in (True, False) for b in range(BINS)) != n:
             return f"class {k}'s histogram does not add up to the {n:.0f} cases reported"
+    if gate and sum(float(figures[gate_key(label, b)]) for label in range(N_LABELS) for b in range(BINS)) != n:
+        return f"the gate's histograms per label do not add up to the {n:.0f} cases reported"
     if float(figures[CORRECT_KEY]) > n:
         return "more correct predictions than cases"
     return None
@@ -129,3 +152,57 @@ def summary(total: Mapping[str, float], n_classes: int) -> dict[str, float]:
 def decision_threshold(total: Mapping[str, float], default: float = 0.5) -> float:
     """Youden's threshold on the pooled validation scores of a binary network's positive class."""
     return youden_threshold(*_histograms(total, 1), default=default)
+
+
+def _share_below(hist: np.ndarray) -> np.ndarray:
+    """For each edge k/BINS (k = 1..BINS-1): the share of the histogram's cases scored below it."""
+    return np.cumsum(hist)[:-1] / hist.sum()
+
+
+def gated_thresholds(gate: Mapping[str, float], benign: Mapping[str, float], malignant: Mapping[str, float],
+                     default: float = 0.5) -> tuple[float, float, float] | None:
+    """The gate's and the two subtype thresholds that maximise the gated answer's balanced accuracy
+    (the mean over the classes of the share of each class named correctly) on pooled validation
+    histograms; None when the gate's per-label histograms are missing.
+
+    A case is named correctly when the gate sends it to its branch and that branch's sub-model
+    names its subtype; the two are taken as independent given the class (the histograms are
+    per level, not joint). Youden's J level by level ignores the routing: a gate placed for
+    benign-vs-malignant alone can send most of a rare benign class to the malignant branch.
+    Classes without validation cases are left out of the mean; among equally good choices the
+    one closest to `default` wins.
+    """
+    labels = [np.array([gate.get(gate_key(label, b), 0.0) for b in range(BINS)]) for label in range(N_LABELS)]
+    if sum(h.sum() for h in labels) == 0:
+        return None
+    sub2_tb, sub2_reactive = _histograms(benign, 1)
+    sub3_met, sub3_lymphoma = _histograms(malignant, 1)
+    n_edges = BINS - 1
+    # terms[class] = (share routed right for each gate edge, share named right for each subtype edge)
+    terms = {0: (labels[0], sub2_reactive, False), 1: (labels[1], sub2_tb, True),
+             2: (labels[2], sub3_lymphoma, False), 3: (labels[3], sub3_met, True)}
+    branch = {0: np.zeros((n_edges, n_edges)), 1: np.zeros((n_edges, n_edges))}  # [gate edge, subtype edge]
+    present = 0
+    for cls, (routed, named, positive) in terms.items():
+        if routed.sum() == 0 or named.sum() == 0:
+            continue
+        present += 1
+        below_gate = _share_below(routed)
+        routed_right = below_gate if cls < 2 else 1.0 - below_gate
+        below_sub = _share_below(named)
+        named_right = 1.0 - below_sub if positive else below_sub
+        branch[0 if cls < 2 else 1] += np.outer(routed_right, named_right)
+    if present == 0:
+        return None
+    edges = np.arange(1, BINS) / BINS
+    off = np.abs(edges - default)
+    best = []
+    for part in (branch[0], branch[1]):  # for each gate edge, the best subtype edge (closest to default)
+        top = part.max(axis=1, keepdims=True)
+        choice = np.where(np.isclose(part, top), off[None, :], np.inf).argmin(axis=1)
+        best.append((part[np.arange(n_edges), choice], choice))
+    total = (best[0][0] + best[1][0]) / present
+    tied = np.flatnonzero(np.isclose(total, total.max()))
+    spread = off[tied] + off[best[0][1][tied]] + off[best[1][1][tied]]
+    g = int(tied[np.argmin(spread)])
+    return float(edges[g]), float(edges[best[0][1][g]]), float(edges[best[1][1][g]])

@@ -49,6 +49,8 @@ LEVELS: tuple[Level, ...] = (
           ("lymphoma", "metastatic")),
 )
 LEVEL_BY_KEY: dict[str, Level] = {level.key: level for level in LEVELS}
+# The level whose P(malignant) routes a case to sub-model 2 or 3.
+GATE_PHASE = LEVELS[0].key
 
 # The shared first phase of a run: one network with 4-class heads over every labelled case, whose
 # extractors then initialise the three sub-models (each sees only part of the cases on its own).

@@ -29,6 +29,21 @@ class EpochStats:
     lr: float = 0.0  # learning rate of the epoch's last step
 
 
+@dataclass
+class OptimizerCarry:
+    """AdamW's second-moment estimates carried from one round's local epochs to the next round's.
+
+    A fresh AdamW's first steps move every weight by about the full learning rate (its
+    second-moment estimate starts from a single gradient), and a small site takes only a few
+    steps per round, so restarting each round turns most of its training into such steps. The
+    carried estimates (and step counts) keep the step sizes of one long run. The first moment
+    starts from zero each round: it points where the site's own previous weights were going,
+    not the new global ones. The carry stays at the site (client/optimizer_store.py).
+    """
+
+    state: dict | None = None
+
+
 @dataclass(frozen=True)
 class Predictions:
     """Raw outputs on a cohort, kept at the site; metrics are computed from these arrays."""
@@ -81,7 +96,8 @@ def lr_factor(progress: float, warmup: float, floor: float) -> float:
 
 def train_submodel(model: SubModel, dataset: CaseDataset, cfg: TrainConfig, epochs: int | None = None,
                    device: torch.device | None = None, proximal_mu: float = 0.0,
-                   desc: str = "train", span: tuple[float, float] = (0.0, 1.0)) -> list[EpochStats]:
+                   desc: str = "train", span: tuple[float, float] = (0.0, 1.0),
+                   carry: OptimizerCarry | None = None) -> list[EpochStats]:
     """Train one sub-model on a site's cases for `epochs` (default cfg.epochs) local epochs.
 
     Args:
@@ -91,6 +107,8 @@ def train_submodel(model: SubModel, dataset: CaseDataset, cfg: TrainConfig, epoc
         proximal_mu: FedProx's proximal term weight (0 = plain local SGD/Adam as in FedAvg).
         span: the part (start, end) of the whole training schedule these epochs cover; a federated
             round r of R covers ((r-1)/R, r/R), so the learning rate follows one curve over the run.
+        carry: the optimiser state to start from (the previous round's), replaced by the state
+            after these epochs; None starts a fresh optimiser and keeps nothing.
     Returns:
         One EpochStats per epoch; an empty dataset trains nothing and returns [].
     """
@@ -108,6 +126,8 @@ def train_submodel(model: SubModel, dataset: CaseDataset, cfg: TrainConfig, epoc
     weight = None if weights is None else torch.as_tensor(weights, dtype=torch.float32, device=device)
     criterion = nn.CrossEntropyLoss(weight=weight)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if carry is not None and carry.state is not None:
+        restore_optimizer(optimizer, carry.state)
     anchor = [p.detach().clone() for p in model.parameters()] if proximal_mu > 0 else None
     n_epochs = epochs if epochs is not None else cfg.epochs
     steps = max(1, n_epochs * len(loader))
@@ -128,7 +148,34 @@ def train_submodel(model: SubModel, dataset: CaseDataset, cfg: TrainConfig, epoc
                                     anchor, proximal_mu, desc, set_lr, epoch * len(loader), channels_last))
     if channels_last:
         model.to(memory_format=torch.contiguous_format)
+    if carry is not None:
+        carry.state = carried_state(optimizer)
     return history
+
+
+def carried_state(optimizer: torch.optim.Optimizer) -> dict:
+    """What an OptimizerCarry keeps of AdamW: each parameter's step count and second moment (on
+    the CPU, in the parameter's layout) and the parameter groups."""
+    saved = optimizer.state_dict()
+    state = {index: {key: s[key].detach().to("cpu").clone() for key in ("step", "exp_avg_sq")}
+             for index, s in saved["state"].items()}
+    return {"state": state, "param_groups": saved["param_groups"]}
+
+
+def restore_optimizer(optimizer: torch.optim.Optimizer, carried: dict) -> bool:
+    """Load a carried state into a fresh AdamW of the same parameters, the first moment at zero.
+
+    A state whose tensors do not fit the parameters is not loaded (False): the optimiser stays fresh.
+    """
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    saved = carried.get("state", {})
+    if len(saved) != len(params) or any(tuple(saved[i]["exp_avg_sq"].shape) != tuple(p.shape)
+                                        for i, p in enumerate(params) if i in saved):
+        return False
+    state = {index: {"step": s["step"], "exp_avg_sq": s["exp_avg_sq"], "exp_avg": torch.zeros_like(s["exp_avg_sq"])}
+             for index, s in saved.items()}
+    optimizer.load_state_dict({"state": state, "param_groups": carried["param_groups"]})
+    return True
 
 
 def _train_epoch(model, loader, criterion, optimizer, cfg, device, epoch, anchor, mu, desc, set_lr, step,

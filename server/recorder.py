@@ -19,7 +19,7 @@ from common import federated_validation as fv
 from common import messages as msg
 from common.checkpoint import atomic_torch_save, load_checkpoint, save_checkpoint
 from common.config import ConfigError, Profile
-from common.labels import LEVEL_BY_KEY, PHASES
+from common.labels import GATE_PHASE, LEVEL_BY_KEY, PHASES
 from common.model import CLAHDM, SubModel, initial_model, initial_network
 from common.names import name_problem
 from common.signing import sign_digest, weights_digest, write_signature
@@ -170,8 +170,9 @@ class RunRecorder:
         A reply that does not add up (see `fv.reply_problem`) is logged and left out of the pool.
         """
         usable = {}
+        gate = phase == GATE_PHASE
         for name, reply in figures.items():
-            problem = fv.reply_problem(reply, n_classes)
+            problem = fv.reply_problem(reply, n_classes, gate)
             if problem:
                 log.error("%s round %d: validation reply of %s left out: %s", phase, server_round, name, problem)
             else:
@@ -183,27 +184,38 @@ class RunRecorder:
         rd.append_jsonl(self.path / rd.VALIDATION_FILE, record)
         if phase in LEVEL_KEYS and total.get(fv.COUNT_KEY, 0) > 0:
             self.state.setdefault("thresholds", {})[phase] = fv.decision_threshold(total)
+            # The pooled counts of each level's last validated round: the thresholds chosen together.
+            self.state.setdefault("validation_totals", {})[phase] = total
             rd.write_json(self.path / rd.STATE_FILE, self.state)
         log.info("%s round %d validation: %s", phase, server_round,
                  ", ".join(f"{k} {v:.3f}" for k, v in record.items() if k in ("loss", "accuracy", "auc")) or "no cases")
 
     def decision_thresholds(self, defaults: tuple[float, float, float]) -> tuple[float, float, float]:
-        """Each level's threshold chosen on its last validated round (Youden's J), else its default.
+        """The gate's (sub-model 1) and the two subtype thresholds of the gated answer, from the
+        pooled validation counts of each level's last validated round.
 
-        Recorded in run.json; the gate (sub-model 1) and the subtype calls of sub-models 2 and 3.
+        Chosen together for the gated answer's balanced accuracy (`fv.gated_thresholds`) when all
+        three levels were validated; otherwise each level's own Youden's J, or its default without
+        validation scores. Recorded in run.json with how they were chosen.
         """
-        chosen = self.state.get("thresholds", {})
-        values = []
-        for key, default in zip(LEVEL_KEYS, defaults):
-            if key in chosen:
-                values.append(float(chosen[key]))
-            else:
-                log.warning("no validation scores for %s: its decision threshold stays %.2f", key, default)
-                values.append(float(default))
-        log.info("decision thresholds (Youden's J on pooled validation scores): %s",
-                 ", ".join(f"{k} {v:.3f}" for k, v in zip(LEVEL_KEYS, values)))
-        rd.update_run_info(self.path, decision_thresholds=dict(zip(LEVEL_KEYS, values)))
-        return tuple(values)
+        totals = self.state.get("validation_totals", {})
+        joint = (fv.gated_thresholds(*(totals[key] for key in LEVEL_KEYS))
+                 if all(key in totals for key in LEVEL_KEYS) else None)
+        if joint is not None:
+            values, how = tuple(joint), "balanced accuracy of the gated answer on pooled validation scores"
+        else:
+            chosen = self.state.get("thresholds", {})
+            values = []
+            for key, default in zip(LEVEL_KEYS, defaults):
+                if key in chosen:
+                    values.append(float(chosen[key]))
+                else:
+                    log.warning("no validation scores for %s: its decision threshold stays %.2f", key, default)
+                    values.append(float(default))
+            values, how = tuple(values), "Youden's J of each level on pooled validation scores"
+        log.info("decision thresholds (%s): %s", how, ", ".join(f"{k} {v:.3f}" for k, v in zip(LEVEL_KEYS, values)))
+        rd.update_run_info(self.path, decision_thresholds=dict(zip(LEVEL_KEYS, values)), thresholds_chosen_by=how)
+        return values[0], values[1], values[2]
 
     def final_model(self, model: CLAHDM, profile: Profile, arrays: ArrayRecord,
                     settings: Settings) -> msg.EvaluationInstruction:

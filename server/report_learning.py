@@ -82,7 +82,8 @@ def recall_block(run: RunRecords) -> list[Block]:
     note = ("Share of each class's held-out cases that the gated prediction names correctly (the hierarchy's "
             "answer a clinician reads).")
     if chosen:
-        note += (" Decision thresholds, chosen by Youden's J on the pooled validation scores of each sub-model: "
+        how = run.info.get("thresholds_chosen_by", "Youden's J of each level on pooled validation scores")
+        note += (f" Decision thresholds, chosen by the {how}: "
                  + ", ".join(f"{key} {value:.3f}" for key, value in chosen.items()) + ".")
     return [heading("Recall per class (gated prediction)", 3), table_block(["site", *CLASSES], rows), text_block(note)]
 

@@ -19,7 +19,7 @@ from common.dataset import CaseDataset
 from common.labels import SHARED, phase_level
 from common.model import CLAHDM, SubModel, initial_model, initial_network
 from common.site import SiteData
-from common.training import resolve_device, seed_everything, train_phases, train_submodel
+from common.training import OptimizerCarry, resolve_device, seed_everything, train_phases, train_submodel
 from server import run_dir as rd
 from server.federation import with_thresholds
 from server.recorder import RunRecorder
@@ -51,6 +51,7 @@ def train_centrally(settings: Settings, name: str, trainers: list[SiteData], fol
         rounds = profile.train.phase_rounds(phase)
         dataset = CaseDataset(cases, profile.data, level=phase_level(phase), train=True, seed=settings.seed,
                               cache=images)
+        carry = OptimizerCarry()  # one optimiser over the phase's rounds, as each federated site keeps its own
         for server_round in range(1, rounds + 1):
             seed = settings.seed + 1000 * server_round
             dataset.seed = seed
@@ -58,7 +59,7 @@ def train_centrally(settings: Settings, name: str, trainers: list[SiteData], fol
             started = time.time()
             history = train_submodel(network, dataset, cfg, epochs=profile.train.epochs, device=device,
                                      desc=f"{name} {phase} round {server_round}",
-                                     span=((server_round - 1) / rounds, server_round / rounds))
+                                     span=((server_round - 1) / rounds, server_round / rounds), carry=carry)
             finished = time.time()
             last = history[-1] if history else None
             figures = {msg.NUM_EXAMPLES: len(dataset), "loss": last.loss if last else 0.0,

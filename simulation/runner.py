@@ -28,7 +28,10 @@ class Federation:
     holdout: str = "date:2021-01-01"  # date:YYYY-MM-DD | fraction:F (held-out part of training sites)
     heatmaps_per_class: int = 1
     device: str = "auto"
-    cpus_per_client: float = 1.0
+    # None: every core for each site, so sites train one after another. Their cohorts differ
+    # five-fold, and side by side on a few cores the largest one decides the round while the
+    # others' cores idle.
+    cpus_per_client: float | None = None
     gpus_per_client: float = 0.0
 
 
@@ -115,13 +118,14 @@ def run_federated(settings: Settings, site_yamls: list[Path], federation: Federa
     os.environ[ENV_RUN_CONFIG] = settings_json(settings)
     os.environ[ENV_SITES] = json.dumps([str(p.resolve()) for p in site_yamls])
     os.environ["CLAFED_PROGRESS"] = "0"  # interleaved bars from several virtual sites are unreadable
-    os.environ["CLAFED_TORCH_THREADS"] = str(max(1, int(federation.cpus_per_client)))
     cpus = os.cpu_count() or 1
+    per_client = federation.cpus_per_client or float(cpus)
+    os.environ["CLAFED_TORCH_THREADS"] = str(max(1, int(per_client)))
     gpus = _gpu_count()
     try:
         run_simulation(
             server_app=server_app, client_app=client_app, num_supernodes=len(site_yamls),
-            backend_config={"client_resources": {"num_cpus": federation.cpus_per_client,
+            backend_config={"client_resources": {"num_cpus": per_client,
                                                  "num_gpus": federation.gpus_per_client if gpus else 0.0},
                             "init_args": {"num_cpus": cpus, "num_gpus": gpus, "include_dashboard": False}})
     except FederationError:

@@ -35,7 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mode", default="federated",
                         help="federated, pooled, local, or several comma-separated (same splits for all)")
     parser.add_argument("--resume", action="store_true", help="continue the federated run in --out after a crash")
-    parser.add_argument("--cpus-per-client", type=float, default=1.0, help="CPU cores per simulated site")
+    parser.add_argument("--cpus-per-client", type=float, default=None,
+                        help="CPU cores per simulated site (default: all, so sites train one after another)")
     parser.add_argument("--gpus-per-client", type=float, default=0.0, help="GPU fraction per simulated site")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     parser.add_argument("--heatmaps", type=int, default=1, help="heatmap pictures per class per site (0: none)")

@@ -119,7 +119,9 @@ def test_small_confusion_cells_are_left_out():
 def test_a_validation_cohort_below_the_minimum_sends_an_empty_pool():
     import numpy as np
 
-    figures = fv.site_figures(np.array([1, 0, 1]), np.array([[0.2, 0.8], [0.9, 0.1], [0.4, 0.6]]), 1.0)
-    empty = disclosure.shareable_validation(figures, 2, min_cohort=10)
-    assert empty[fv.COUNT_KEY] == 0 and set(empty) == set(figures) and fv.reply_problem(empty, 2) is None
-    assert disclosure.shareable_validation(figures, 2, min_cohort=3) == figures
+    proba = np.array([[0.2, 0.8], [0.9, 0.1], [0.4, 0.6]])
+    figures = fv.site_figures(np.array([1, 0, 1]), proba, 1.0) | fv.gate_figures(np.array([3, 0, 2]), proba[:, 1])
+    empty = disclosure.shareable_validation(figures, min_cohort=10)
+    assert empty[fv.COUNT_KEY] == 0 and set(empty) == set(figures) and fv.reply_problem(empty, 2, gate=True) is None
+    assert not any(empty.values())
+    assert disclosure.shareable_validation(figures, min_cohort=3) == figures

@@ -10,7 +10,7 @@ from client import client_app
 from client.disclosure import SiteFailure
 from common import federated_validation as fv
 from common import messages as msg
-from common.labels import PHASES, SHARED
+from common.labels import GATE_PHASE, PHASES, SHARED
 from common.model import SubModel
 from tests.sitegen import write_site
 
@@ -80,7 +80,9 @@ def test_validation_reply_is_counts_and_sums_only(site_yaml, tiny_profile, phase
     assert all(key.startswith("val.") for key in figures)
     # Every key exists whatever the cohort: histograms of BINS counts per class and side, plus 3 sums.
     n_classes = 4 if phase == SHARED else 1
-    assert len(figures) == 3 + n_classes * 2 * fv.BINS
+    gate = phase == GATE_PHASE  # the gate also counts its scores per 4-class label
+    assert len(figures) == 3 + n_classes * 2 * fv.BINS + (4 * fv.BINS if gate else 0)
+    assert fv.reply_problem(figures, 2 if n_classes == 1 else 4, gate) is None
     n = figures[fv.COUNT_KEY]
     assert 0 < n <= 4 and all(isinstance(v, int) for k, v in figures.items() if k != fv.LOSS_KEY)
     for k in ([1] if n_classes == 1 else range(4)):  # each case lands in exactly one bin per class

@@ -68,3 +68,57 @@ def test_replies_that_do_not_add_up_are_named(tamper, reason):
     assert fv.reply_problem(figures, 2) is None
     tamper(figures)
     assert reason in fv.reply_problem(figures, 2)
+
+
+def gated_recall(y, p1, p2, p3, t):
+    """Per-class recall of the gated answer with thresholds t, computed per case."""
+    malignant = p1 >= t[0]
+    pred = np.where(malignant, np.where(p3 >= t[2], 3, 2), np.where(p2 >= t[1], 1, 0))
+    return np.array([(pred[y == k] == k).mean() for k in range(4)])
+
+
+def level_totals(y, p1, p2, p3):
+    """Pooled validation counts of the three levels as sites send them (the gate per label too)."""
+    benign, malignant = y < 2, y >= 2
+    gate = fv.site_figures((y >= 2).astype(int), binary(p1), 0.0) | fv.gate_figures(y, p1)
+    return (gate, fv.site_figures((y[benign] == 1).astype(int), binary(p2[benign]), 0.0),
+            fv.site_figures((y[malignant] == 3).astype(int), binary(p3[malignant]), 0.0))
+
+
+def test_thresholds_chosen_together_rescue_a_rare_benign_class_the_gate_alone_loses():
+    """Tuberculous nodes score like the many metastases at the gate: Youden's gate for
+    benign-vs-malignant sends them to the malignant branch; chosen for the gated answer, the gate
+    keeps most of them at the cost of some metastases."""
+    rng = np.random.default_rng(3)
+    y = np.repeat([0, 1, 2, 3], [60, 12, 10, 120])
+    centre, spread = np.array([0.1, 0.6, 0.9, 0.65])[y], np.array([0.05, 0.05, 0.05, 0.08])[y]
+    p1 = np.clip(rng.normal(centre, spread), 0, 0.999)
+    p2 = np.clip(rng.normal(np.where(y == 1, 0.7, 0.3), 0.1), 0, 0.999)
+    p3 = np.clip(rng.normal(np.where(y == 3, 0.7, 0.3), 0.1), 0, 0.999)
+    gate, benign, malignant = level_totals(y, p1, p2, p3)
+    youden = (fv.decision_threshold(gate), fv.decision_threshold(benign), fv.decision_threshold(malignant))
+    joint = fv.gated_thresholds(gate, benign, malignant)
+    assert gated_recall(y, p1, p2, p3, youden)[1] <= 0.3
+    recall = gated_recall(y, p1, p2, p3, joint)
+    assert recall[1] >= 0.8 and recall.min() >= 0.4 and recall.mean() > gated_recall(y, p1, p2, p3, youden).mean()
+    # The per-label histograms are aggregate: they add up to the gate's case count, keys fixed.
+    assert fv.reply_problem(gate, 2, gate=True) is None
+    assert set(fv.gate_figures(np.zeros(0, dtype=int), np.zeros(0))) == {k for k in gate if k.startswith("val.g.")}
+
+
+def test_without_the_gates_label_histograms_the_joint_choice_is_not_made():
+    y = np.array([0, 1, 2, 3] * 5)
+    p = np.linspace(0.05, 0.95, 20)
+    gate, benign, malignant = level_totals(y, p, p, p)
+    plain = {k: v for k, v in gate.items() if not k.startswith("val.g.")}
+    assert fv.gated_thresholds(plain, benign, malignant) is None
+    assert fv.gated_thresholds(gate, benign, malignant) is not None
+
+
+def test_a_gate_reply_whose_label_histograms_do_not_add_up_is_named():
+    figures = fv.site_figures(np.array([0, 1, 1]), binary(np.array([0.2, 0.6, 0.9])), 1.0)
+    assert "unexpected figures" in fv.reply_problem(figures, 2, gate=True)  # the per-label histograms missing
+    figures |= fv.gate_figures(np.array([0, 2, 3]), np.array([0.2, 0.6, 0.9]))
+    assert fv.reply_problem(figures, 2, gate=True) is None
+    figures[fv.gate_key(1, 5)] += 1
+    assert "do not add up" in fv.reply_problem(figures, 2, gate=True)

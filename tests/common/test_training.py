@@ -54,3 +54,43 @@ def test_clahdm_predictions_and_eval_mode_restored(site_manifest, tiny_profile):
     assert sorted(set(preds.targets.tolist())) == [0, 1, 2, 3]
     with evaluating(model):
         assert not model.training and not torch.is_grad_enabled()
+
+
+def test_a_carried_optimiser_continues_instead_of_restarting(site_manifest, tiny_profile):
+    """Round 2 with the carry goes on from round 1's second moments (its step count adds up); the
+    carry holds no first moment, which starts from zero each round."""
+    from common.training import OptimizerCarry
+
+    dataset = CaseDataset(load_cases(site_manifest), tiny_profile.data, level=LEVEL_BY_KEY["submodel1"], train=True)
+    steps = -(-len(dataset) // tiny_profile.train.batch_size)
+    torch.manual_seed(0)
+    model, carry = SubModel(tiny_profile.model), OptimizerCarry()
+    train_submodel(model, dataset, tiny_profile.train, epochs=1, carry=carry)
+    assert carry.state is not None
+    assert all(set(s) == {"step", "exp_avg_sq"} for s in carry.state["state"].values())
+    counts = {float(s["step"]) for s in carry.state["state"].values()}
+    assert counts == {float(steps)}
+    assert all(t.device.type == "cpu" for s in carry.state["state"].values() for t in s.values()
+               if isinstance(t, torch.Tensor))
+    first = {k: v.clone() for k, v in model.state_dict().items()}
+    train_submodel(model, dataset, tiny_profile.train, epochs=1, span=(0.5, 1.0), carry=carry)
+    assert {float(s["step"]) for s in carry.state["state"].values()} == {2.0 * steps}
+    assert any(not torch.equal(first[k], v) for k, v in model.state_dict().items())
+    # A call without a carry neither reads nor keeps one.
+    before = carry.state
+    train_submodel(model, dataset, tiny_profile.train, epochs=1)
+    assert carry.state is before
+
+
+def test_a_carried_state_of_another_network_leaves_the_optimiser_fresh():
+    from common.training import carried_state, restore_optimizer
+
+    small, other = torch.nn.Linear(3, 2), torch.nn.Linear(4, 2)
+    source = torch.optim.AdamW(small.parameters())
+    small(torch.ones(1, 3)).sum().backward()
+    source.step()
+    target = torch.optim.AdamW(other.parameters())
+    assert restore_optimizer(target, carried_state(source)) is False and not target.state
+    again = torch.optim.AdamW(small.parameters())
+    assert restore_optimizer(again, carried_state(source)) is True
+    assert all(torch.count_nonzero(s["exp_avg"]) == 0 for s in again.state.values())

@@ -9,7 +9,7 @@ from flwr.app import Error, Message, RecordDict
 
 from common import federated_validation as fv
 from common import messages as msg
-from common.labels import LEVELS, SHARED
+from common.labels import GATE_PHASE, LEVELS, SHARED
 from common.model import CLAHDM
 from server import run_dir as rd
 from server.federation import FederationError, train_all, train_phase, with_thresholds
@@ -45,6 +45,8 @@ class FakeGrid:
                 targets = np.array([1, 1, 1, 1, 0, 0, 0, 0])
                 p = np.array([0.9, 0.8, 0.7, 0.65, 0.3, 0.2, 0.1, 0.05])
                 figures = fv.site_figures(targets, np.stack([1 - p, p], 1), loss_sum=2.0)
+                if request.content[msg.CONFIG]["phase"] == GATE_PHASE:  # the gate's per-label histograms
+                    figures |= fv.gate_figures(np.array([3, 3, 2, 3, 0, 1, 0, 0]), p)
                 replies.append(Message(RecordDict({msg.METRICS: msg.metric_record(figures)}), reply_to=request))
             elif node == 1 and request.metadata.message_type == msg.TRAIN:
                 declared = sites()[0].counts[msg.train_count(str(request.content[msg.CONFIG]['phase']))]
@@ -126,9 +128,11 @@ def test_validation_rounds_are_recorded_and_choose_the_gate(tmp_path, tiny_profi
     assert [r["level"] for r in records] == [lv.key for lv in LEVELS]
     assert all(r["auc"] == 1.0 and r["n"] == 8 and r["loss"] == pytest.approx(0.25) for r in records)
     assert records[0]["sites"] == {"hospital1": 8}
-    # Perfect separation between 0.3 and 0.65: Youden's best edges span that gap; the one nearest 0.5 wins.
+    # Perfect separation between 0.3 and 0.65: the best edges span that gap; the one nearest 0.5 wins.
     assert recorder.decision_thresholds((0.5, 0.5, 0.5)) == pytest.approx((0.5, 0.5, 0.5))
-    assert rd.read_json(tmp_path / "run" / rd.RUN_FILE)["decision_thresholds"]["submodel2"] == pytest.approx(0.5)
+    info = rd.read_json(tmp_path / "run" / rd.RUN_FILE)
+    assert info["decision_thresholds"]["submodel2"] == pytest.approx(0.5)
+    assert info["thresholds_chosen_by"].startswith("balanced accuracy of the gated answer")
 
 
 def test_the_chosen_thresholds_reach_the_model_and_the_profile_the_sites_receive(tmp_path, tiny_profile):
