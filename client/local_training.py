@@ -77,7 +77,7 @@ def train_round(site: SiteData, instruction: msg.PhaseInstruction, arrays: Array
                              proximal_mu=instruction.proximal_mu,
                              desc=f"{site.config.name} {phase} round {server_round}",
                              span=((server_round - 1) / rounds, server_round / rounds), carry=carry)
-    if carry is not None and run_id is not None:
+    if carry is not None:
         optimizer_store.save(site.config.output_dir, run_id, phase, server_round, rounds, carry)
     seconds = time.perf_counter() - started
     last = history[-1] if history else None

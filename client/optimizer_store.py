@@ -1,8 +1,9 @@
 """A site's optimiser state between the rounds of a phase, on the site's own disk.
 
-Each round a site receives the global weights and trains a few local steps. Its AdamW moments
-from the previous round are kept here (one file per run and phase, next to the site's other
-outputs) so that local optimisation continues instead of restarting (common.training.OptimizerCarry).
+Each round a site receives the global weights and trains a few local steps. Its AdamW step counts
+and second moments from the previous round are kept here (one file per run and phase, next to the
+site's other outputs) so that its step sizes continue instead of restarting
+(common.training.OptimizerCarry).
 The file never leaves the site, is used only by the round right after the one that wrote it, and
 is removed after the phase's last round.
 """

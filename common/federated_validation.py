@@ -13,6 +13,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from common.labels import CLASSES
+
 # Probability bins of the histograms: thresholds are chosen on this grid (0.025 apart).
 BINS = 40
 LOSS_KEY = "val.loss_sum"
@@ -29,7 +31,7 @@ def gate_key(label: int, b: int) -> str:
     return f"val.g.{label}.{b}"
 
 
-N_LABELS = 4  # common.labels.CLASSES: reactive, tuberculous, lymphoma, metastatic
+N_LABELS = len(CLASSES)
 
 
 def scored_classes(n_classes: int) -> list[int]:
