@@ -50,7 +50,7 @@ def summary_lines(figures: dict[str, float]) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     """Load the site and the model, evaluate the chosen cohort, print the headline figures."""
-    from client.evaluation import evaluate_site
+    from client.evaluation import cases_with_boxes, evaluate_site
     from common.checkpoint import load_checkpoint
     from common.config import ConfigError, load_site_config
     from common.manifest import ManifestError
@@ -82,9 +82,11 @@ def run(args: argparse.Namespace) -> int:
               f"{config.holdout.kind}); choose another --cohort", file=sys.stderr)
         return 2
     out = args.out or config.output_dir / f"evaluate-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    device = resolve_device(args.device or config.device)
+    cases = cases_with_boxes(loaded.model, cases, loaded.data_config, device)
     figures = evaluate_site(loaded.model, cases, loaded.data_config, out, n_resamples=args.resamples, seed=args.seed,
-                            batch_size=args.batch_size or config.batch_size,
-                            device=resolve_device(args.device or config.device), num_workers=config.num_workers)
+                            batch_size=args.batch_size or config.batch_size, device=device,
+                            num_workers=config.num_workers)
     print(f"site {config.name}, {args.cohort} cohort, model {args.model}")
     print("\n".join(summary_lines(figures)))
     print(f"predictions, ROC, confusion matrix and all figures: {out}")

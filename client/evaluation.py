@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
 import numbers
 from functools import cache
@@ -28,9 +29,12 @@ from common.bootstrap import bootstrap_ci
 from common.config import DataConfig
 from common.dataset import CaseDataset
 from common.labels import CLASSES, LEVELS
+from common.localiser import propose_missing_rois
 from common.manifest import Case
 from common.model import CLAHDM
 from common.training import Predictions, predict_clahdm
+
+log = logging.getLogger("clafed.client")
 
 PREDICTIONS_FILE = "predictions.csv"
 ROC_FILE = "roc.png"
@@ -103,6 +107,17 @@ def assert_aggregate(figures: Mapping[str, Any], n_cases: int, case_ids: Iterabl
         problems.append(f"n_cases is {figures['n_cases']}, expected {n_cases}")
     if problems:
         raise ValueError("figures are not aggregate-only; refusing to share them:\n  " + "\n  ".join(problems))
+
+
+def cases_with_boxes(model: CLAHDM, cases: list[Case], data_cfg: DataConfig,
+                     device: torch.device | None = None) -> list[Case]:
+    """The cases, with the model's localiser proposing the box of each one its manifest gives none
+    (when the model has a trained localiser; otherwise such cases are read whole, as before)."""
+    if not model.has_localiser or all(c.roi is not None for c in cases):
+        return cases
+    boxed, proposed = propose_missing_rois(model.localiser, cases, data_cfg.localiser_size, device)
+    log.info("the localiser proposed the box of %d of %d cases (no ROI in the manifest)", proposed, len(cases))
+    return boxed
 
 
 def evaluate_site(model: CLAHDM, cases: list[Case], data_cfg: DataConfig, out_dir: Path, *,

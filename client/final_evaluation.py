@@ -40,7 +40,7 @@ def verify_model(site: SiteData, arrays: ArrayRecord, instruction: msg.Evaluatio
 def evaluate_final_model(site: SiteData, arrays: ArrayRecord,
                          instruction: msg.EvaluationInstruction) -> dict[str, float | int]:
     """Verify, evaluate and write heatmaps for the held-out cohort; return aggregate figures."""
-    from client.evaluation import evaluate_site
+    from client.evaluation import cases_with_boxes, evaluate_site
     from client.heatmaps import write_heatmaps
 
     verify_model(site, arrays, instruction)  # before anything of the model is used
@@ -52,10 +52,11 @@ def evaluate_final_model(site: SiteData, arrays: ArrayRecord,
     out_dir = site.config.output_dir / checked_name(instruction.run, "run name sent by the server")
     figures: dict[str, float | int] = {"n_cases": 0}
     if site.heldout_cases:
-        figures = evaluate_site(model, site.heldout_cases, profile.data, out_dir / "evaluation",
+        cases = cases_with_boxes(model, site.heldout_cases, profile.data, device)
+        figures = evaluate_site(model, cases, profile.data, out_dir / "evaluation",
                                 n_resamples=instruction.bootstrap, seed=instruction.seed,
                                 batch_size=site.config.batch_size, device=device, num_workers=site.config.num_workers)
-        pictures = write_heatmaps(model, site.heldout_cases, profile.data, site.config.heatmaps,
+        pictures = write_heatmaps(model, cases, profile.data, site.config.heatmaps,
                                   out_dir / "heatmaps", device, manifest_root=site.config.manifest.parent)
         figures = dict(figures, heatmaps=len(pictures))
     figures = shareable_evaluation(figures, min_cohort=site.config.min_cohort, min_cell=site.config.min_cell)

@@ -138,15 +138,17 @@ _BACKGROUND = (24, 24, 24)
 _TEXT = (235, 235, 235)
 _ACCENT = (255, 210, 90)
 NODE_OUTLINE = (80, 230, 80)
+PROPOSED_BOX = (240, 220, 40)  # yellow: apart from the grey input box, green outline and Doppler colours
 
 
 def overlay(image: np.ndarray, heat: np.ndarray, box: tuple[int, int, int, int] | None = None,
-            outline: np.ndarray | None = None) -> np.ndarray:
+            outline: np.ndarray | None = None, proposed: tuple[int, int, int, int] | None = None) -> np.ndarray:
     """RGB image with the heatmap blended in (JET colormap), opaque only where the heat is.
 
     Low heat leaves the ultrasound visible; a white line marks half the maximum so the hot
     region stays distinct from red/blue Doppler colour. `box` (the model's view) is outlined in
-    grey, and `outline` (a bool mask of the node, when the site has one) in green.
+    grey, `outline` (a bool mask of the node, when the site has one) in green, and `proposed` (the
+    localiser's box, when it chose the ROI) in yellow.
     """
     colour = cv2.cvtColor(cv2.applyColorMap(np.uint8(np.round(heat * 255)), cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
     alpha = (0.6 * heat)[..., None]
@@ -160,6 +162,9 @@ def overlay(image: np.ndarray, heat: np.ndarray, box: tuple[int, int, int, int] 
     if outline is not None and outline.shape == heat.shape:
         edges, _ = cv2.findContours(np.uint8(outline), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
         cv2.drawContours(out, edges, -1, NODE_OUTLINE, thickness, cv2.LINE_8)
+    if proposed is not None:
+        x, y, w, h = proposed
+        cv2.rectangle(out, (x, y), (x + w - 1, y + h - 1), PROPOSED_BOX, thickness)
     return out
 
 
@@ -198,14 +203,16 @@ def _colour_scale(width: int = 160, height: int = 14) -> np.ndarray:
 
 
 def render_picture(explanation: CaseExplanation, bus: np.ndarray, cdfi: np.ndarray,
-                   truth: str | None = None, outline: np.ndarray | None = None) -> np.ndarray:
+                   truth: str | None = None, outline: np.ndarray | None = None,
+                   proposed: tuple[int, int, int, int] | None = None) -> np.ndarray:
     """One RGB picture of a case: a header with the diagnosis, path and four probabilities, then one
-    row per level used (BUS with its heatmap | CDFI with its heatmap), the node outlined when known."""
+    row per level used (BUS with its heatmap | CDFI with its heatmap), the node outlined when known
+    and the localiser's box when it proposed the ROI."""
     rows = []
     for number, step in enumerate(explanation.steps, start=1):
-        pair = np.hstack([_panel(overlay(bus, step.bus, explanation.bus_box, outline), "BUS"),
+        pair = np.hstack([_panel(overlay(bus, step.bus, explanation.bus_box, outline, proposed), "BUS"),
                           np.full((PANEL_HEIGHT, 6, 3), _BACKGROUND, np.uint8),
-                          _panel(overlay(cdfi, step.cdfi, explanation.cdfi_box, outline), "CDFI")])
+                          _panel(overlay(cdfi, step.cdfi, explanation.cdfi_box, outline, proposed), "CDFI")])
         title = (f"level {number} ({step.level.title}): evidence for {step.name} "
                  f"(p = {step.probability:.2f})")
         rows.append(np.vstack([_text_block([(title, _TEXT, 0.6)], pair.shape[1]), pair]))
@@ -221,7 +228,8 @@ def render_picture(explanation: CaseExplanation, bus: np.ndarray, cdfi: np.ndarr
     footer = _text_block([("heat:  low", _TEXT, 0.5)], width)
     ramp = _colour_scale()[:, :max(0, min(160, width - 100))]
     footer[12:12 + ramp.shape[0], 100:100 + ramp.shape[1]] = ramp
-    legend = "high   white line: 50% of max, grey box: model input" + (", green: node" if outline is not None else "")
+    legend = ("high   white line: 50% of max, grey box: model input" + (", green: node" if outline is not None else "")
+              + (", yellow: proposed node box" if proposed is not None else ""))
     cv2.putText(footer, legend,
                 (110 + ramp.shape[1], 24), _FONT, 0.45, _TEXT, 1, cv2.LINE_AA)
     gap = np.full((6, width, 3), _BACKGROUND, np.uint8)

@@ -16,7 +16,9 @@ from common import federated_validation as fv
 from common import messages as msg
 from common.config import Profile, TrainConfig
 from common.errors import ProtocolError
-from common.labels import CLASS_INDEX, GATE_PHASE, phase_level
+from common.labels import CLASS_INDEX, GATE_PHASE, LOCALISER, check_phase, phase_level
+from common.localiser import NodeLocaliser
+from common.localiser_training import train_localiser
 from common.model import SubModel
 from common.site import SiteData
 from common.training import predict_probabilities, resolve_device, train_submodel
@@ -27,10 +29,13 @@ def show_progress() -> bool:
     return os.environ.get("CLAFED_PROGRESS", "1") != "0"
 
 
-def phase_network(profile: Profile, phase: str) -> SubModel:
-    """The network a phase trains: a binary sub-model, or the 4-class shared one."""
-    level = phase_level(phase)  # refuses unknown phases by name
-    return SubModel(profile.model, n_classes=2 if level else 4)  # random init: the weights come from the server
+def phase_network(profile: Profile, phase: str) -> SubModel | NodeLocaliser:
+    """The network a phase trains: a binary sub-model, the 4-class shared one, or the localiser
+    (random init: the weights come from the server)."""
+    if check_phase(phase) == LOCALISER:  # unknown phases are refused by name
+        return NodeLocaliser(profile.model.localiser_backbone)
+    level = phase_level(phase)
+    return SubModel(profile.model, n_classes=2 if level else 4)
 
 
 def local_train_config(profile: Profile, site: SiteData, seed: int) -> TrainConfig:
@@ -67,16 +72,20 @@ def train_round(site: SiteData, instruction: msg.PhaseInstruction, arrays: Array
     model = phase_network(profile, phase)
     model.load_state_dict(msg.arrays_to_state(arrays, model.state_dict()))
     seed = instruction.seed + 1000 * server_round
-    dataset = site.train_dataset(phase_level(phase), profile.data, seed=seed)
     cfg = local_train_config(profile, site, seed)
     device = resolve_device(cfg.device)
     started = time.perf_counter()
     carry = (optimizer_store.load(site.config.output_dir, run_id, phase, server_round)
              if run_id is not None else None)
-    history = train_submodel(model, dataset, cfg, epochs=cfg.epochs, device=device,
-                             proximal_mu=instruction.proximal_mu,
-                             desc=f"{site.config.name} {phase} round {server_round}",
-                             span=((server_round - 1) / rounds, server_round / rounds), carry=carry)
+    options = dict(epochs=cfg.epochs, device=device, proximal_mu=instruction.proximal_mu,
+                   desc=f"{site.config.name} {phase} round {server_round}",
+                   span=((server_round - 1) / rounds, server_round / rounds), carry=carry)
+    if isinstance(model, NodeLocaliser):
+        dataset = site.localiser_dataset(profile.data, seed=seed)
+        history = train_localiser(model, dataset, cfg, **options)
+    else:
+        dataset = site.train_dataset(phase_level(phase), profile.data, seed=seed)
+        history = train_submodel(model, dataset, cfg, **options)
     if carry is not None:
         optimizer_store.save(site.config.output_dir, run_id, phase, server_round, rounds, carry)
     seconds = time.perf_counter() - started
@@ -99,6 +108,8 @@ def validate_round(site: SiteData, instruction: msg.PhaseInstruction, arrays: Ar
     """
     phase, profile = instruction.phase, instruction.profile
     model = phase_network(profile, phase)
+    if not isinstance(model, SubModel):
+        raise ProtocolError(f"the {phase} phase has no federated validation")
     model.load_state_dict(msg.arrays_to_state(arrays, model.state_dict()))
     return validation_figures(site, phase, profile, model)
 

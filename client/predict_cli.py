@@ -26,7 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--folder", type=Path, help="a folder of pairs named <case>_bus.<ext> / <case>_cdfi.<ext>")
     parser.add_argument("--cdfi", type=Path, help="the case's colour Doppler image (with --bus)")
     parser.add_argument("--roi", type=parse_roi, default=None, metavar="x,y,w,h",
-                        help="box around the node in pixels (with --bus/--cdfi; default: whole image)")
+                        help="box around the node in pixels (with --bus/--cdfi; default: the model's localiser "
+                             "proposes it, or the whole image for a model without one)")
     parser.add_argument("--id", dest="case_id", default=None, help="case id for --bus/--cdfi (default: file name)")
     parser.add_argument("--out", required=True, type=Path, help="folder for heatmap pictures and predictions.csv")
     parser.add_argument("--json", action="store_true",
@@ -158,20 +159,29 @@ def check_images(case, min_size: int):
 
 def _predict_case(loaded, case, out_dir: Path, device) -> dict:
     from client.heatmaps import explain_images, picture_name, render_picture, write_picture
+    from common.localiser import propose_box
 
     bus, cdfi = check_images(case, loaded.data_config.min_image_size)
-    explanation = explain_images(loaded.model, bus, cdfi, case.roi, loaded.data_config, device, case.case_id)
+    roi, source, proposed = case.roi, "given", None
+    if roi is None and loaded.model.has_localiser:
+        roi = proposed = propose_box(loaded.model.localiser, bus, loaded.data_config.localiser_size, device)
+        source = "proposed by the localiser"
+    elif roi is None:
+        source = "none (whole image: the model has no localiser)"
+    explanation = explain_images(loaded.model, bus, cdfi, roi, loaded.data_config, device, case.case_id)
     picture = write_picture(out_dir / picture_name(case.case_id),
-                            render_picture(explanation, bus, cdfi, truth=case.label))
-    return dict(explanation.to_dict(), label=case.label, bus=str(case.bus_path), cdfi=str(case.cdfi_path),
-                picture=str(picture))
+                            render_picture(explanation, bus, cdfi, truth=case.label, proposed=proposed))
+    return dict(explanation.to_dict(), label=case.label, roi=list(roi) if roi else None, roi_source=source,
+                bus=str(case.bus_path), cdfi=str(case.cdfi_path), picture=str(picture))
 
 
 def _text(result: dict, single: bool) -> str:
     probabilities = "  ".join(f"{c} {p:.3f}" for c, p in result["probabilities"].items())
     if single:
+        box = ",".join(map(str, result["roi"])) if result.get("roi") else "-"
         return (f"diagnosis:     {result['diagnosis']}\npath:          {result['path']}\n"
-                f"probabilities: {probabilities}\npicture:       {result['picture']}")
+                f"probabilities: {probabilities}\nnode box:      {box} ({result['roi_source']})\n"
+                f"picture:       {result['picture']}")
     return f"{result['case_id']}: {result['diagnosis']}  ({result['path']})  {probabilities}"
 
 

@@ -88,8 +88,14 @@ def model_from_payload(payload: Any, source: str = "checkpoint") -> LoadedModel:
     model_cfg = from_dict(ModelConfig, payload["model_config"], source)
     data_cfg = from_dict(DataConfig, payload["data_config"], source)
     model = CLAHDM(model_cfg)  # built only: the file holds every weight
+    state = payload["state_dict"]
+    # A model saved before localisers existed loads without one (it then needs an ROI per case).
+    older = isinstance(state, dict) and not any(str(k).startswith("localiser") for k in state)
     try:
-        model.load_state_dict(payload["state_dict"])
+        missing, unexpected = model.load_state_dict(state, strict=not older)
+        lacking = [k for k in missing if not k.startswith("localiser")]
+        if lacking or unexpected:
+            raise RuntimeError(f"missing weights {lacking[:3]}, unexpected weights {unexpected[:3]}")
     except (RuntimeError, KeyError, TypeError) as err:
         first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
         raise ValueError(f"{source}: its weights do not fit the {model_cfg.backbone} CLA-HDM its own config "

@@ -15,6 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "validate": ("common.validate_cli", "check a manifest or site YAML; one line per problem"),
     "readers": ("common.readers_cli", "reader-study statistics (CIs, McNemar, permutation tests) as Markdown"),
     "synth": ("simulation.synth_cli", "write a synthetic three-hospital BUS + CDFI dataset"),
+    "ingest": ("client.ingest_cli", "turn a DICOM export and a diagnosis CSV into a validated site folder"),
     "split": ("simulation.split_cli", "split a pooled manifest into virtual hospitals (no image copies)"),
     "predict": ("client.predict_cli", "diagnose cases from a checkpoint: probabilities, path and heatmap pictures"),
     "simulate": ("simulation.simulate_cli", "run the whole federation on this machine (synthetic data by default)"),

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from common.labels import SHARED
+from common.labels import LOCALISER, SHARED
 from common.names import name_problem
 from common.typed_config import ConfigError, from_dict, merge, read_yaml, to_dict
 
@@ -43,10 +43,14 @@ class ModelConfig:
     # federated validation (the gated answer's balanced accuracy), so a rare class is not lost
     # to a fixed 0.5.
     subtype_thresholds: tuple[float, float] = (0.5, 0.5)
+    # The node localiser's trunk (common/localiser.py): it reads a whole frame, not a crop, so
+    # the smallest ResNet serves on CPU; the paper profile gives it the sub-models' backbone.
+    localiser_backbone: str = "resnet10"
 
     def __post_init__(self) -> None:
-        if self.backbone not in BACKBONES:
-            raise ValueError(f"backbone must be one of {', '.join(BACKBONES)}, got {self.backbone!r}")
+        for name in (self.backbone, self.localiser_backbone):
+            if name not in BACKBONES:
+                raise ValueError(f"backbone and localiser_backbone must be one of {', '.join(BACKBONES)}, got {name!r}")
         thresholds = (self.threshold, *self.subtype_thresholds)
         if len(thresholds) != 3 or not all(0.0 < t < 1.0 for t in thresholds):
             raise ValueError(f"threshold and the two subtype_thresholds must lie in (0, 1), got {thresholds}")
@@ -82,6 +86,8 @@ class DataConfig:
     # SiteConfig.min_image_size when they load their data).
     min_image_size: int = MIN_IMAGE_SIZE
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    # Side of the square the node localiser sees a whole (letterboxed) B-mode frame at.
+    localiser_size: int = 128
 
 
 @dataclass(frozen=True)
@@ -100,6 +106,9 @@ class TrainConfig:
     # extractors then initialise all three sub-models (0: each sub-model starts from scratch or
     # from the ImageNet initialisation).
     shared_rounds: int = 0
+    # Rounds of the node localiser's phase, after the sub-models (0: no localiser; cases then need
+    # an ROI, or are read whole).
+    localiser_rounds: int = 0
     batch_size: int = 16
     # Peak learning rate of AdamW (Adam as in the paper, decoupled weight decay); 1e-4 suits
     # ImageNet-initialised ResNets, from scratch it must be higher.
@@ -119,15 +128,15 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        if self.epochs < 1 or self.rounds < 1 or self.shared_rounds < 0:
-            raise ValueError(f"epochs and rounds must be >= 1 and shared_rounds >= 0 "
-                             f"(got {self.epochs}, {self.rounds}, {self.shared_rounds})")
+        if self.epochs < 1 or self.rounds < 1 or self.shared_rounds < 0 or self.localiser_rounds < 0:
+            raise ValueError(f"epochs and rounds must be >= 1, shared_rounds and localiser_rounds >= 0 "
+                             f"(got {self.epochs}, {self.rounds}, {self.shared_rounds}, {self.localiser_rounds})")
         if not 0.0 <= self.warmup < 1.0 or not 0.0 <= self.lr_floor <= 1.0:
             raise ValueError(f"warmup must lie in [0, 1) and lr_floor in [0, 1] (got {self.warmup}, {self.lr_floor})")
 
     def phase_rounds(self, phase: str) -> int:
-        """Rounds of a training phase: `shared_rounds` for the shared one, `rounds` for a sub-model."""
-        return self.shared_rounds if phase == SHARED else self.rounds
+        """Rounds of a training phase: `shared_rounds`, `localiser_rounds`, or `rounds` for a sub-model."""
+        return {SHARED: self.shared_rounds, LOCALISER: self.localiser_rounds}.get(phase, self.rounds)
 
 
 @dataclass(frozen=True)
@@ -143,17 +152,18 @@ class Profile:
 PROFILES: dict[str, Profile] = {
     # Tests: the smallest network at 64 px, so a round trains in seconds on a laptop CPU.
     "tiny": Profile("tiny", ModelConfig(backbone="resnet10", fusion_hidden=(64,), aux_hidden=32),
-                    DataConfig(input_size=64),
-                    TrainConfig(rounds=2, shared_rounds=1, epochs=1, batch_size=8, lr=1e-3)),
+                    DataConfig(input_size=64, localiser_size=64),
+                    TrainConfig(rounds=2, shared_rounds=1, localiser_rounds=1, epochs=1, batch_size=8, lr=1e-3)),
     # The default demo, sized to end within 15 minutes on a 2-core machine: resnet18 at 96 px
     # from scratch (128 px doubles a round's time; resnet10 at 128 px learned less). The shared
     # phase carries most of the steps: each of its epochs teaches both extractors from every case.
+    # No localiser by default: its 8 rounds (`--localiser-rounds 8`) would add about 3 minutes.
     "cpu": Profile("cpu", ModelConfig(backbone="resnet18", fusion_hidden=(256, 64)), DataConfig(input_size=96),
                    TrainConfig(rounds=4, shared_rounds=5, epochs=1, batch_size=32, lr=1e-3)),
     # The paper's setting, for GPUs: ImageNet-initialised resnet50 at 224 px, a lower peak rate.
-    "paper": Profile("paper", ModelConfig(backbone="resnet50", pretrained="imagenet"),
-                     DataConfig(input_size=224),
-                     TrainConfig(rounds=10, shared_rounds=10, epochs=2, batch_size=16, lr=1e-4)),
+    "paper": Profile("paper", ModelConfig(backbone="resnet50", pretrained="imagenet", localiser_backbone="resnet18"),
+                     DataConfig(input_size=224, localiser_size=224),
+                     TrainConfig(rounds=10, shared_rounds=10, localiser_rounds=10, epochs=2, batch_size=16, lr=1e-4)),
 }
 
 

@@ -55,17 +55,29 @@ GATE_PHASE = LEVELS[0].key
 # The shared first phase of a run: one network with 4-class heads over every labelled case, whose
 # extractors then initialise the three sub-models (each sees only part of the cases on its own).
 SHARED = "shared"
+# The last phase: the node localiser (common/localiser.py), trained on the sites' ROIs, which
+# proposes the box where a case has none.
+LOCALISER = "localiser"
 # Training phases in the order a run federates them.
-PHASES: tuple[str, ...] = (SHARED,) + tuple(LEVEL_BY_KEY)
+PHASES: tuple[str, ...] = (SHARED,) + tuple(LEVEL_BY_KEY) + (LOCALISER,)
 
 
 def phase_level(phase: str) -> Level | None:
-    """The level a phase trains (None: the shared phase, all four classes); unknown phases are refused."""
+    """The level a classifier phase trains (None: the shared phase, all four classes); the
+    localiser's phase and unknown phases are refused (they have no level)."""
     if phase == SHARED:
         return None
     if phase not in LEVEL_BY_KEY:
-        raise ProtocolError(f"unknown training phase {phase!r}: expected {SHARED} or one of {', '.join(LEVEL_BY_KEY)}")
+        raise ProtocolError(f"unknown classifier phase {phase!r}: expected {SHARED} or one of "
+                            f"{', '.join(LEVEL_BY_KEY)}")
     return LEVEL_BY_KEY[phase]
+
+
+def check_phase(phase: str) -> str:
+    """`phase` when it is one of PHASES; a ProtocolError naming them otherwise."""
+    if phase not in PHASES:
+        raise ProtocolError(f"unknown training phase {phase!r}: expected one of {', '.join(PHASES)}")
+    return phase
 
 
 def check_label(label: str) -> str:

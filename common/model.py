@@ -7,9 +7,10 @@ from typing import NamedTuple, cast
 import torch
 from torch import nn
 
-from common.backbone import build_extractor, load_pretrained
+from common.backbone import BACKBONES, build_extractor, load_pretrained
 from common.config import ModelConfig
 from common.labels import LEVELS
+from common.localiser import NodeLocaliser, initial_localiser
 
 
 class ChannelAttention(nn.Module):
@@ -113,14 +114,24 @@ class HierarchicalOutput(NamedTuple):
 
 
 class CLAHDM(nn.Module):
-    """Three sub-models and a gate threshold assembled into the 4-class hierarchical model."""
+    """Three sub-models and a gate threshold assembled into the 4-class hierarchical model, and the
+    node localiser that proposes a case's box when it has no ROI."""
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.config = cfg
         self.submodels = nn.ModuleDict({level.key: SubModel(cfg) for level in LEVELS})
+        self.localiser = NodeLocaliser(cfg.localiser_backbone)
+        # 1 once the localiser's phase has run: a buffer, so it travels (and is signed) with the weights.
+        self.localiser_trained: torch.Tensor
+        self.register_buffer("localiser_trained", torch.zeros(()))
         self.threshold = cfg.threshold
         self.subtype_thresholds = tuple(cfg.subtype_thresholds)
+
+    @property
+    def has_localiser(self) -> bool:
+        """Whether the localiser was trained (an untrained one must never propose a box)."""
+        return bool(self.localiser_trained.item() > 0.5)
 
     @property
     def decision_thresholds(self) -> tuple[float, float, float]:
@@ -173,7 +184,19 @@ def count_parameters(module: nn.Module) -> int:
 
 def initial_model(cfg: ModelConfig) -> CLAHDM:
     """A CLA-HDM to start training from: random heads, extractors as `cfg.pretrained` says."""
-    return cast(CLAHDM, load_pretrained(CLAHDM(cfg), cfg.backbone, cfg.pretrained))
+    model = CLAHDM(cfg)
+    for level in LEVELS:
+        load_pretrained(model.submodel(level.key), cfg.backbone, cfg.pretrained)
+    model.localiser = initial_localiser(cfg.localiser_backbone, localiser_pretrained(cfg))
+    return model
+
+
+def localiser_pretrained(cfg: ModelConfig) -> str:
+    """Where the localiser's trunk starts from: ImageNet when the run asks for it and the trunk has
+    such weights; a local weights file only when it was made for the same backbone."""
+    if cfg.pretrained == "imagenet":
+        return "imagenet" if BACKBONES[cfg.localiser_backbone][1] is not None else "none"
+    return cfg.pretrained if cfg.localiser_backbone == cfg.backbone else "none"
 
 
 def initial_network(cfg: ModelConfig, n_classes: int) -> SubModel:

@@ -7,7 +7,8 @@ from pathlib import Path
 from common.config import ConfigError, DataConfig, SiteConfig, load_site_config
 from common.dataset import CaseDataset
 from common.holdout import split_holdout, split_validation
-from common.labels import LEVELS, SHARED, Level
+from common.labels import LEVELS, LOCALISER, SHARED, Level
+from common.localiser import LocaliserDataset
 from common.manifest import Case
 from common.validation import load_cases
 
@@ -47,6 +48,15 @@ class SiteData:
         dataset.seed = seed  # new augmentation draws per round; the decoded images stay cached
         return dataset
 
+    def localiser_dataset(self, cfg: DataConfig, seed: int = 0) -> LocaliserDataset:
+        """The training cases that have an ROI, as whole B-mode frames for the node localiser."""
+        dataset = self._memo(("localiser", cfg.localiser_size),
+                             lambda: LocaliserDataset(self.train_cases, cfg.localiser_size, train=True, seed=seed,
+                                                      cache=self._images.setdefault(("localiser", cfg.localiser_size),
+                                                                                    {})))
+        dataset.seed = seed
+        return dataset
+
     def validation_dataset(self, level: Level | None, cfg: DataConfig) -> CaseDataset:
         """Validation cases of one sub-model's classes (None: every class), without augmentation."""
         return self._memo(("validation", level.key if level else SHARED, cfg),
@@ -64,6 +74,7 @@ class SiteData:
 
         out = {train_count(lv.key): sum(c.label in lv.labels for c in self.train_cases) for lv in LEVELS}
         out[train_count(SHARED)] = len(self.train_cases)  # split_holdout keeps labelled cases only
+        out[train_count(LOCALISER)] = sum(c.roi is not None for c in self.train_cases)
         out.update({validation_count(lv.key): sum(c.label in lv.labels for c in self.validation_cases)
                     for lv in LEVELS})
         out[validation_count(SHARED)] = len(self.validation_cases)

@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from common.config import TrainConfig
 from common.dataset import CaseDataset, balanced_sampler, class_weights
-from common.labels import LEVELS, SHARED
+from common.labels import LEVELS, LOCALISER, SHARED
 from common.model import CLAHDM, SubModel
 
 
@@ -206,15 +206,17 @@ def _train_epoch(model, loader, criterion, optimizer, cfg, device, epoch, anchor
 
 
 def train_phases(model: CLAHDM, shared_rounds: int, shared: Callable[[], SubModel],
-                 train_phase: Callable[[str, SubModel], None],
-                 untrained: Callable[[str], bool] = lambda key: True) -> None:
+                 train_phase: Callable[[str, nn.Module], None],
+                 untrained: Callable[[str], bool] = lambda key: True, localiser_rounds: int = 0) -> None:
     """Every run's phase order, federated or not: the shared 4-class network first (when it has
-    rounds), whose weights then start each sub-model that has not trained yet; then each sub-model.
+    rounds), whose weights then start each sub-model that has not trained yet; then each sub-model;
+    then the node localiser (when it has rounds), marked trained once its phase is complete.
 
     Args:
         shared: builds (or, on resume, reloads) the shared network; not called without a shared phase.
-        train_phase: trains one phase's network in place, `train_phase(phase, network)`.
-        untrained: whether a sub-model has no completed round (a resumed run keeps trained ones).
+        train_phase: trains one phase's network in place, `train_phase(phase, network)`; it may leave
+            the localiser's phase untrained when no site has ROIs to learn from.
+        untrained: whether a phase has no completed round (a resumed run keeps trained ones).
     """
     if shared_rounds > 0:
         network = shared()
@@ -224,6 +226,10 @@ def train_phases(model: CLAHDM, shared_rounds: int, shared: Callable[[], SubMode
                 model.submodel(level.key).initialise_from(network)
     for level in LEVELS:
         train_phase(level.key, model.submodel(level.key))
+    if localiser_rounds > 0:
+        train_phase(LOCALISER, model.localiser)
+        if not untrained(LOCALISER):
+            model.localiser_trained.fill_(1.0)
 
 
 class evaluating:

@@ -19,7 +19,8 @@ from flwr.serverapp import Grid
 from common import messages as msg
 from common.config import Profile
 from common.errors import ClafedError, ProtocolError
-from common.labels import SHARED
+from common.labels import LOCALISER, SHARED
+from common.localiser import NodeLocaliser
 from common.model import CLAHDM, SubModel
 from common.training import seed_everything, train_phases
 from server.recorder import RunRecorder
@@ -86,11 +87,12 @@ def discover_sites(grid: Grid, settings: Settings) -> tuple[list[SiteInfo], list
     return sorted(sites, key=lambda s: s.name), problems
 
 
-def train_phase(grid: Grid, settings: Settings, profile: Profile, phase: str, network: SubModel, model: CLAHDM,
-                sites: list[SiteInfo], recorder: RunRecorder) -> None:
+def train_phase(grid: Grid, settings: Settings, profile: Profile, phase: str, network: SubModel | NodeLocaliser,
+                model: CLAHDM, sites: list[SiteInfo], recorder: RunRecorder) -> None:
     """Federate one phase's network for the rounds it still lacks; `network` is updated in place.
 
-    `network` is one of `model`'s sub-models, or the shared network of the first phase.
+    `network` is one of `model`'s sub-models, the shared network of the first phase, or the
+    model's localiser (skipped, with a warning, when no site has an ROI to train it on).
     """
     rounds = profile.train.phase_rounds(phase)
     done = recorder.completed(phase)
@@ -98,6 +100,10 @@ def train_phase(grid: Grid, settings: Settings, profile: Profile, phase: str, ne
         log.info("%s: all %d rounds already done", phase, rounds)
         return
     trainers = [s for s in sites if s.trains(phase)]
+    if not trainers and phase == LOCALISER:
+        log.warning("%s: no training site has cases with an ROI to learn from; the model gets no localiser, "
+                    "so its cases will need an ROI", phase)
+        return
     if not trainers:
         raise FederationError(f"no training site has cases for {phase}: it cannot be trained; "
                               "check the sites' roles and hold-out rules")
@@ -151,7 +157,7 @@ def train_all(grid: Grid, settings: Settings, profile: Profile, model: CLAHDM, s
     """Every phase in order (common.training.train_phases); a resumed run keeps trained sub-models."""
     train_phases(model, profile.train.shared_rounds, lambda: recorder.shared_network(profile),
                  lambda phase, network: train_phase(grid, settings, profile, phase, network, model, sites, recorder),
-                 untrained=lambda key: recorder.completed(key) == 0)
+                 untrained=lambda key: recorder.completed(key) == 0, localiser_rounds=profile.train.localiser_rounds)
 
 
 def final_evaluation(grid: Grid, settings: Settings, profile: Profile, model: CLAHDM,
@@ -192,12 +198,23 @@ def with_thresholds(profile: Profile, model: CLAHDM, recorder: RunRecorder) -> P
     return replace(profile, model=replace(profile.model, threshold=gate, subtype_thresholds=tuple(subtypes)))
 
 
+def warn_unboxed(sites: list[SiteInfo], profile: Profile) -> None:
+    """Say so when training cases without an ROI will be read whole because no localiser is trained."""
+    unboxed = {s.name: s.counts.get(msg.TRAIN_TOTAL, 0) - s.counts.get(msg.train_count(LOCALISER), 0) for s in sites}
+    unboxed = {name: n for name, n in unboxed.items() if n > 0}
+    if unboxed and profile.train.localiser_rounds == 0:
+        log.warning("training cases without an ROI (%s) are read whole and this run trains no localiser to find "
+                    "their node: set localiser-rounds (clafed simulate --localiser-rounds N)",
+                    ", ".join(f"{name}: {n}" for name, n in sorted(unboxed.items())))
+
+
 def run_federation(grid: Grid, settings: Settings) -> RunRecorder:
     """The whole run; returns the recorder whose folder holds every record of it."""
     profile = settings.build_profile()
     recorder = RunRecorder.open(settings)
     sites, problems = discover_sites(grid, settings)
     recorder.started(sites, profile, problems)
+    warn_unboxed(sites, profile)
     seed_everything(settings.seed)
     model = recorder.initial_model(profile)
     train_all(grid, settings, profile, model, sites, recorder)

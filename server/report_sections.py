@@ -14,7 +14,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from common.formatting import figure_ci, format_ci, is_missing, md_table
-from common.labels import CLASSES, LEVELS
+from common.labels import CLASSES, LEVELS, LOCALISER
 from server import paper_figures as paper
 from server import run_dir as rd
 from server.report_format import (
@@ -221,10 +221,15 @@ def training_curves(run: RunRecords, title: str = "Training") -> list[Block]:
                      ", ".join(sorted(last.get("sites", {}))) or "n/a", fmt(mean_seconds, 1),
                      "n/a" if is_missing(sent) else f"{sent / 1e6:.1f}"])
     name = re.sub(r"\W+", "_", title).strip("_").lower()
-    return [heading(title, 3 if title != "Training" else 2),
-            plot_block(name, png_bytes(fig), f"{run.mode}: training loss and accuracy per round"),
-            table_block(["sub-model", "rounds", "last loss", "last accuracy", "examples", "sites",
-                         "mean round s", "MB sent per site"], rows)]
+    blocks = [heading(title, 3 if title != "Training" else 2),
+              plot_block(name, png_bytes(fig), f"{run.mode}: training loss and accuracy per round"),
+              table_block(["phase", "rounds", "last loss", "last accuracy", "examples", "sites",
+                           "mean round s", "MB sent per site"], rows)]
+    if LOCALISER in by_level:
+        blocks.append(text_block(f"The {LOCALISER}'s loss is its box loss (L1 + generalised IoU) and its accuracy "
+                                 "the share of training boxes it found with IoU >= 0.5; `python -m "
+                                 "simulation.localiser_eval --run RUN` scores it on the held-out cohorts."))
+    return blocks
 
 
 def comparison(runs: Mapping[str, RunRecords]) -> list[Block]:

@@ -26,10 +26,12 @@ class Settings:
     """Everything that steers a federated run; every field can be set as a run-config key."""
 
     profile: str = "cpu"
-    # Overrides of the profile's schedule (0, or -1 for shared_rounds, keeps the profile's):
-    # federated rounds per sub-model, rounds of the shared 4-class phase, local epochs per round.
+    # Overrides of the profile's schedule (0, or -1 for shared_rounds and localiser_rounds, keeps
+    # the profile's): federated rounds per sub-model, rounds of the shared 4-class phase, rounds of
+    # the node localiser, local epochs per round.
     rounds: int = 0
     shared_rounds: int = -1
+    localiser_rounds: int = -1
     local_epochs: int = 0
     # Overrides of the profile's learning rate and batch size (0 = keep the profile's).
     lr: float = 0.0
@@ -69,9 +71,10 @@ class Settings:
     pretrained: str = ""
 
     def __post_init__(self) -> None:
-        if self.rounds < 0 or self.local_epochs < 0 or self.shared_rounds < -1:
-            raise ConfigError(f"rounds and local_epochs must be >= 1 (0: the profile's), shared_rounds >= 0 "
-                              f"(-1: the profile's); got {self.rounds}, {self.local_epochs}, {self.shared_rounds}")
+        if self.rounds < 0 or self.local_epochs < 0 or self.shared_rounds < -1 or self.localiser_rounds < -1:
+            raise ConfigError(f"rounds and local_epochs must be >= 1 (0: the profile's), shared_rounds and "
+                              f"localiser_rounds >= 0 (-1: the profile's); got {self.rounds}, {self.local_epochs}, "
+                              f"{self.shared_rounds}, {self.localiser_rounds}")
         if self.min_train_sites < 1 or self.min_sites < 1:
             raise ConfigError("min_sites and min_train_sites must be >= 1")
         # Checked before any site is contacted: a bad value must not cost a trained run.
@@ -100,6 +103,8 @@ class Settings:
             train["rounds"] = self.rounds
         if self.shared_rounds >= 0:
             train["shared_rounds"] = self.shared_rounds
+        if self.localiser_rounds >= 0:
+            train["localiser_rounds"] = self.localiser_rounds
         if self.local_epochs > 0:
             train["epochs"] = self.local_epochs
         if self.lr > 0:

@@ -17,6 +17,8 @@ from common import messages as msg
 from common.checkpoint import save_checkpoint
 from common.dataset import CaseDataset
 from common.labels import SHARED, phase_level
+from common.localiser import LocaliserDataset, NodeLocaliser
+from common.localiser_training import train_localiser
 from common.model import CLAHDM, SubModel, initial_model, initial_network
 from common.site import SiteData
 from common.training import OptimizerCarry, resolve_device, seed_everything, train_phases, train_submodel
@@ -46,20 +48,29 @@ def train_centrally(settings: Settings, name: str, trainers: list[SiteData], fol
     device = resolve_device(trainers[0].config.device)
     cases = [c for site in trainers for c in site.train_cases]
     images: dict = {}  # decoded once for all phases, as a site does
+    frames: dict = {}  # the localiser's whole frames, likewise
 
-    def train_phase(phase: str, network: SubModel) -> None:
+    def train_phase(phase: str, network: SubModel | NodeLocaliser) -> None:
         rounds = profile.train.phase_rounds(phase)
-        dataset = CaseDataset(cases, profile.data, level=phase_level(phase), train=True, seed=settings.seed,
-                              cache=images)
+        localiser = isinstance(network, NodeLocaliser)
+        if localiser:
+            dataset = LocaliserDataset(cases, profile.data.localiser_size, train=True, seed=settings.seed,
+                                       cache=frames)
+        else:
+            dataset = CaseDataset(cases, profile.data, level=phase_level(phase), train=True, seed=settings.seed,
+                                  cache=images)
+        if len(dataset) == 0:
+            return  # the localiser without ROIs: the model gets none, as in a federated run
         carry = OptimizerCarry()  # one optimiser over the phase's rounds, as each federated site keeps its own
         for server_round in range(1, rounds + 1):
             seed = settings.seed + 1000 * server_round
             dataset.seed = seed
             cfg = replace(profile.train, seed=seed, progress=False)
             started = time.time()
-            history = train_submodel(network, dataset, cfg, epochs=profile.train.epochs, device=device,
-                                     desc=f"{name} {phase} round {server_round}",
-                                     span=((server_round - 1) / rounds, server_round / rounds), carry=carry)
+            train = train_localiser if localiser else train_submodel
+            history = train(network, dataset, cfg, epochs=profile.train.epochs, device=device,  # type: ignore[arg-type]
+                            desc=f"{name} {phase} round {server_round}",
+                            span=((server_round - 1) / rounds, server_round / rounds), carry=carry)
             finished = time.time()
             last = history[-1] if history else None
             figures = {msg.NUM_EXAMPLES: len(dataset), "loss": last.loss if last else 0.0,
@@ -71,10 +82,12 @@ def train_centrally(settings: Settings, name: str, trainers: list[SiteData], fol
                                  finished=finished)
             recorder.round_completed(phase, server_round, model, report, {0: name},
                                      shared=network if phase == SHARED else None)
-            recorder.validation_completed(phase, server_round, network.n_classes, {
-                site.config.name: validation_figures(site, phase, profile, network) for site in trainers})
+            if not localiser:
+                recorder.validation_completed(phase, server_round, network.n_classes, {
+                    site.config.name: validation_figures(site, phase, profile, network) for site in trainers})
 
-    train_phases(model, profile.train.shared_rounds, lambda: initial_network(profile.model, n_classes=4), train_phase)
+    train_phases(model, profile.train.shared_rounds, lambda: initial_network(profile.model, n_classes=4), train_phase,
+                 untrained=lambda key: recorder.completed(key) == 0, localiser_rounds=profile.train.localiser_rounds)
     with_thresholds(profile, model, recorder)
     model.cpu()
     save_checkpoint(folder / rd.MODEL_FILE, model, profile.data, {"run": folder.name, "trained_on": name})
@@ -84,15 +97,15 @@ def train_centrally(settings: Settings, name: str, trainers: list[SiteData], fol
 
 def evaluate_at(model: CLAHDM, settings: Settings, site: SiteData, folder: Path) -> None:
     """Evaluate `model` on one site's held-out cohort with the site's own code; record it."""
-    from client.evaluation import evaluate_site
+    from client.evaluation import cases_with_boxes, evaluate_site
 
     profile = settings.build_profile()
     if not site.heldout_cases:
         return
-    figures = evaluate_site(model, site.heldout_cases, profile.data,
+    device = resolve_device(site.config.device)
+    figures = evaluate_site(model, cases_with_boxes(model, site.heldout_cases, profile.data, device), profile.data,
                             site.config.output_dir / folder.name / "evaluation", n_resamples=settings.bootstrap,
-                            seed=settings.seed, batch_size=site.config.batch_size,
-                            device=resolve_device(site.config.device))
+                            seed=settings.seed, batch_size=site.config.batch_size, device=device)
     record = {"site": site.config.name, "role": site.config.role, "cohort": site.cohort(),
               "n_cases": int(figures.get("n_cases", 0)), "metrics": {k: float(v) for k, v in figures.items()}}
     rd.write_json(rd.evaluation_path(folder, site.config.name), record)

@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(args.out or tmp) / "bench"
         settings = Settings(profile=args.profile, rounds=args.rounds, shared_rounds=min(1, args.rounds),
-                            local_epochs=1, run_dir=str(run_dir),
+                            localiser_rounds=min(1, args.rounds), local_epochs=1, run_dir=str(run_dir),
                             bootstrap=100, connect_timeout=120.0)
         started = time.perf_counter()
         simulate(run_dir, settings, Federation(heatmaps_per_class=0), manifests, ["federated"])

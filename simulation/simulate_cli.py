@@ -16,6 +16,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rounds", type=int, default=0, help="federated rounds per sub-model (default: the profile's)")
     parser.add_argument("--shared-rounds", type=int, default=-1,
                         help="rounds of the shared 4-class phase before the sub-models (0: none; default: the profile's)")
+    parser.add_argument("--localiser-rounds", type=int, default=-1,
+                        help="rounds of the node localiser, after the sub-models (0: none; default: the profile's)")
     parser.add_argument("--local-epochs", type=int, default=0, help="local epochs per round (default: the profile's)")
     parser.add_argument("--strategy", choices=STRATEGIES, default="fedavg",
                         help="Flower's aggregation; fedmedian, fedtrimmedavg and krum resist a poisoned site")
@@ -65,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
         if args.resume and (modes != ["federated"] or not args.out):
             raise ConfigError("--resume continues one federated run: give its --out and no other --mode")
         settings = Settings(profile=args.profile, rounds=args.rounds, shared_rounds=args.shared_rounds,
+                            localiser_rounds=args.localiser_rounds,
                             local_epochs=args.local_epochs,
                             strategy=args.strategy, lr=args.lr, run_dir=str(run_dir), resume=args.resume,
                             seed=args.seed, bootstrap=args.bootstrap, connect_timeout=120.0,

@@ -31,6 +31,8 @@ class RenderedCase:
     colour_box: np.ndarray  # (H, W) bool: where Doppler colour may appear
     roi: tuple[int, int, int, int]  # x, y, w, h
     features: NodeFeatures
+    layout: Layout  # field rectangle and pixel spacing (DICOM export's ultrasound regions)
+    text: overlay.ScreenText  # the values printed on the screen (DICOM export's times)
 
 
 def case_streams(seed: int, site_index: int, case_index: int) -> dict[str, np.random.Generator]:
@@ -123,4 +125,4 @@ def render_case(plan: CasePlan, seed: int) -> RenderedCase:
     node_mask = _to_screen(anatomy.node_mask, layout) * 255
     return RenderedCase(_finish(bus_field, style, layout, text), _finish(cdfi_field, style, layout, text, box),
                         node_mask, _to_screen(vessel_mask, layout) * 255, _to_screen(inside, layout) > 0,
-                        clinician_roi(node_mask, layout, rngs["screen"]), f)
+                        clinician_roi(node_mask, layout, rngs["screen"]), f, layout, text)

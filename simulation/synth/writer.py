@@ -10,6 +10,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
 from multiprocessing import get_context
 from pathlib import Path
+from typing import Callable
 
 import cv2
 import numpy as np
@@ -66,27 +67,36 @@ def _init_worker() -> None:
     cv2.setNumThreads(1)
 
 
-def _write_case_args(args: tuple[CasePlan, int, str]) -> dict[str, str]:
-    return write_case(*args)
+def _star(job: tuple) -> dict[str, str]:
+    function, *args = job
+    return function(*args)
 
 
-def _render_all(plans: list[CasePlan], seed: int, out_dir: Path, workers: int) -> list[dict[str, str]]:
-    """Rows of every case, rendered in `workers` processes (results never depend on the count)."""
-    jobs = [(plan, seed, str(out_dir)) for plan in plans]
+def run_cases(function: Callable[..., dict[str, str]], jobs: list[tuple], workers: int) -> list[dict[str, str]]:
+    """`function(*job)` for every job, in `workers` processes (results never depend on the count).
+
+    `function` must be a module-level function (spawned workers import it by name).
+    """
+    tasks = [(function, *job) for job in jobs]
     if workers <= 1:
         _init_worker()
-        return [_write_case_args(job) for job in jobs]
+        return [_star(task) for task in tasks]
     # spawn, not fork: the parent may hold threads (torch, pytest) that fork would copy mid-state.
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker) as pool:
-        return list(pool.map(_write_case_args, jobs, chunksize=8))
+        return list(pool.map(_star, tasks, chunksize=8))
+
+
+def write_rows(path: Path, rows: list[dict[str, str]], columns: tuple[str, ...], key: str) -> None:
+    """Write CSV rows sorted by `key` with a fixed column order."""
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(sorted(rows, key=lambda r: r[key]))
 
 
 def write_manifest(path: Path, rows: list[dict[str, str]]) -> None:
     """Write manifest rows in case-id order with the fixed column order."""
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=MANIFEST_COLUMNS, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(sorted(rows, key=lambda r: r["case_id"]))
+    write_rows(path, rows, MANIFEST_COLUMNS, "case_id")
 
 
 def generate(preset: str | Preset, seed: int, out_dir: str | Path, workers: int | None = None) -> dict[str, Path]:
@@ -108,17 +118,17 @@ def generate(preset: str | Preset, seed: int, out_dir: str | Path, workers: int 
     for site in preset.sites:
         (out_dir / site / "images").mkdir(parents=True, exist_ok=True)
         (out_dir / site / "masks").mkdir(parents=True, exist_ok=True)
-    rows = _render_all(plans, seed, out_dir, workers or os.cpu_count() or 1)
+    rows = run_cases(write_case, [(plan, seed, str(out_dir)) for plan in plans], workers or os.cpu_count() or 1)
     manifests = {}
     for site in preset.sites:
         manifests[site] = out_dir / site / "manifest.csv"
         site_ids = {p.case_id for p in plans if p.site == site}
         write_manifest(manifests[site], [r for r in rows if r["case_id"] in site_ids])
-    _write_settings(out_dir / "synth.json", preset, seed)
+    write_settings(out_dir / "synth.json", preset, seed)
     return manifests
 
 
-def _write_settings(path: Path, preset: Preset, seed: int) -> None:
+def write_settings(path: Path, preset: Preset, seed: int, **extra: str) -> None:
     """The resolved generation settings, beside the data they produced."""
-    settings = {"generator": "clafed synth", "preset": asdict(preset), "seed": seed}
+    settings = {"generator": "clafed synth", **extra, "preset": asdict(preset), "seed": seed}
     path.write_text(json.dumps(settings, indent=2) + "\n")

@@ -8,9 +8,11 @@ from flwr.app import Context, Message, RecordDict
 
 from client import client_app
 from client.disclosure import SiteFailure
+from client.local_training import phase_network
 from common import federated_validation as fv
 from common import messages as msg
-from common.labels import GATE_PHASE, PHASES, SHARED
+from common.labels import GATE_PHASE, LOCALISER, PHASES, SHARED
+from common.localiser import NodeLocaliser
 from common.model import SubModel
 from tests.sitegen import write_site
 
@@ -45,10 +47,11 @@ def test_site_info_is_name_role_and_counts(site_yaml):
     assert all(isinstance(v, int) for v in counts.values())
     assert counts["train.total"] + counts["heldout.total"] + counts[f"validation.{SHARED}"] == 12
     assert counts[f"validation.{SHARED}"] > 0 and counts[f"train.{SHARED}"] == counts["train.total"]
+    assert counts[f"train.{LOCALISER}"] == counts["train.total"]  # every training case has an ROI here
 
 
-def phase_request(profile, phase: str, kind: str) -> tuple[SubModel, Message]:
-    model = SubModel(profile.model, n_classes=4 if phase == SHARED else 2)
+def phase_request(profile, phase: str, kind: str) -> tuple[SubModel | NodeLocaliser, Message]:
+    model = phase_network(profile, phase)
     config = msg.PhaseInstruction(phase, msg.profile_to_json(profile), rounds=2).config()
     config[msg.SERVER_ROUND] = 1  # what Flower's strategy adds
     content = RecordDict({msg.ARRAYS: msg.state_to_arrays(model.state_dict()), msg.CONFIG: config})
@@ -71,7 +74,7 @@ def test_train_reply_holds_only_the_phase_weights_and_scalar_figures(site_yaml, 
     assert any(not torch.equal(changed[k], reference[k]) for k in reference)
 
 
-@pytest.mark.parametrize("phase", PHASES)
+@pytest.mark.parametrize("phase", [p for p in PHASES if p != LOCALISER])
 def test_validation_reply_is_counts_and_sums_only(site_yaml, tiny_profile, phase):
     _, message = phase_request(tiny_profile, phase, msg.VALIDATE)
     reply = client_app.validate(message, context(site_yaml))
@@ -87,6 +90,12 @@ def test_validation_reply_is_counts_and_sums_only(site_yaml, tiny_profile, phase
     assert 0 < n <= 4 and all(isinstance(v, int) for k, v in figures.items() if k != fv.LOSS_KEY)
     for k in ([1] if n_classes == 1 else range(4)):  # each case lands in exactly one bin per class
         assert sum(figures[fv.hist_key(k, side, b)] for side in (True, False) for b in range(fv.BINS)) == n
+
+
+def test_the_localiser_phase_has_no_validation(site_yaml, tiny_profile):
+    _, message = phase_request(tiny_profile, LOCALISER, msg.VALIDATE)
+    with pytest.raises(SiteFailure, match="the localiser phase has no federated validation"):
+        client_app.validate(message, context(site_yaml))
 
 
 def test_an_unknown_phase_is_refused_by_name(site_yaml, tiny_profile):

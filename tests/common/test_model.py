@@ -67,6 +67,35 @@ def test_checkpoint_round_trip_gives_identical_outputs(tmp_path, batch):
     assert loaded.data_config.input_size == 64 and loaded.metadata == {"round": 3}
 
 
+def test_a_checkpoint_from_before_localisers_loads_without_one_and_a_cut_one_is_refused(tmp_path, batch):
+    from common.checkpoint import checkpoint_payload
+
+    model = CLAHDM(TINY).eval()
+    model.localiser_trained.fill_(1.0)
+    payload = checkpoint_payload(model, DataConfig(input_size=64))
+    payload["state_dict"] = {k: v for k, v in payload["state_dict"].items() if not k.startswith("localiser")}
+    torch.save(payload, tmp_path / "old.pt")
+    loaded = load_checkpoint(tmp_path / "old.pt")
+    assert not loaded.model.has_localiser  # an ROI (or the whole image) per case, as before
+    torch.testing.assert_close(loaded.model(*batch).soft, model(*batch).soft)
+    del payload["state_dict"]["submodels.submodel1.head.1.weight"]
+    torch.save(payload, tmp_path / "cut.pt")
+    with pytest.raises(ValueError, match="do not fit"):
+        load_checkpoint(tmp_path / "cut.pt")
+
+
+def test_localiser_starts_from_imagenet_only_with_weights_for_its_trunk():
+    from common.model import localiser_pretrained
+
+    assert localiser_pretrained(ModelConfig(backbone="resnet50", pretrained="imagenet",
+                                            localiser_backbone="resnet18")) == "imagenet"
+    assert localiser_pretrained(ModelConfig(backbone="resnet50", pretrained="imagenet")) == "none"  # resnet10
+    assert localiser_pretrained(ModelConfig(backbone="resnet18", pretrained="/w/r18.pth",
+                                            localiser_backbone="resnet18")) == "/w/r18.pth"
+    assert localiser_pretrained(ModelConfig(backbone="resnet50", pretrained="/w/r50.pth",
+                                            localiser_backbone="resnet18")) == "none"  # a file for another net
+
+
 def test_checkpoint_refuses_a_file_that_is_not_one(tmp_path):
     path = tmp_path / "other.pt"
     torch.save({"state_dict": {}}, path)

@@ -155,7 +155,9 @@ def test_a_one_round_tiny_run_completes_and_every_site_evaluates_the_signed_mode
     if not (REPO / "server" / "server_app.py").is_file():
         pytest.skip("server/server_app.py does not exist yet")
     run_dir = base / "run"
-    config = (f'profile="tiny" rounds=1 run-dir="{run_dir}" signing-key="{creds.signing_key}" '
+    # No localiser round: each round costs half a minute here (a fresh ClientApp per message), and the
+    # localiser's messages take the same path in tests/simulation/test_dicom_pipeline.py.
+    config = (f'profile="tiny" rounds=1 localiser-rounds=0 run-dir="{run_dir}" signing-key="{creds.signing_key}" '
               f'min-sites=3 bootstrap=50 connect-timeout=60.0 round-timeout=300.0 eval-timeout=300.0')
     result = run_flwr(["run", str(REPO), FEDERATION, "--run-config", config, "--stream"],
                       deployment["home"], 420, cwd=base)

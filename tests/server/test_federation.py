@@ -142,3 +142,18 @@ def test_the_chosen_thresholds_reach_the_model_and_the_profile_the_sites_receive
     sent = with_thresholds(tiny_profile, model, recorder)
     assert model.decision_thresholds == sent.model.decision_thresholds == (0.3, 0.5, 0.65)
     assert msg.profile_from_json(msg.profile_to_json(sent)).model.subtype_thresholds == (0.5, 0.65)
+
+
+def test_cases_without_an_roi_and_no_localiser_are_named_in_a_warning(caplog):
+    from common.config import get_profile
+    from server.federation import warn_unboxed
+
+    sites = [SiteInfo(1, "hospital1", "train", "c", {"train.total": 10, "train.localiser": 10}),
+             SiteInfo(2, "hospital2", "train", "c", {"train.total": 8, "train.localiser": 0})]
+    with caplog.at_level("WARNING", logger="clafed.server"):
+        warn_unboxed(sites, get_profile("tiny", {"train": {"localiser_rounds": 0}}))
+    assert "hospital2: 8" in caplog.text and "hospital1" not in caplog.text and "--localiser-rounds" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="clafed.server"):
+        warn_unboxed(sites, get_profile("tiny"))  # one localiser round: those nodes will be found
+    assert caplog.text == ""

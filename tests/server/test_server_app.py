@@ -109,7 +109,7 @@ def test_a_stopped_run_resumes_where_it_stopped(tmp_path, monkeypatch):
         main(first, context(tmp_path, **{"min-sites": 2}))
     run = tmp_path / "run"
     assert rd.read_json(run / rd.STATE_FILE)["completed"] == {"shared": 1, "submodel1": 1, "submodel2": 0,
-                                                              "submodel3": 0}
+                                                              "submodel3": 0, "localiser": 0}
     again = FailingPhaseGrid(phase=None)
     main(again, context(tmp_path, **{"min-sites": 2, "resume": True}))
     assert again.trained == ["submodel2"] * 2 + ["submodel3"] * 2  # nothing trained twice

@@ -31,7 +31,8 @@ def test_the_recipe_beats_the_histogram_floor_on_spatial_patterns(spatial_site, 
     site = spatial_site
     assert len(site.validation_cases) > 0 and len(site.heldout_cases) == 40
     floor = histogram_baseline_auc(site.train_cases + site.validation_cases, site.heldout_cases)
-    settings = Settings(profile="tiny", shared_rounds=6, rounds=4, run_dir=str(tmp_path / "run"), lr=2e-3)
+    settings = Settings(profile="tiny", shared_rounds=6, rounds=4, localiser_rounds=0, run_dir=str(tmp_path / "run"),
+                        lr=2e-3)
     model = train_centrally(settings, "spatial", [site], tmp_path / "run")
     profile = settings.build_profile()
     preds = predict_clahdm(model, CaseDataset(site.heldout_cases, profile.data))

@@ -47,19 +47,20 @@ def finish(process: subprocess.Popen, timeout: float = 400) -> str:
 
 def assert_complete(run: Path, resumed: bool = False) -> None:
     state = rd.read_json(run / rd.STATE_FILE)
-    assert state["completed"] == {"shared": 1, "submodel1": 2, "submodel2": 2, "submodel3": 2}
-    expected = [("shared", 1)] + [(f"submodel{k}", r) for k in (1, 2, 3) for r in (1, 2)]
+    assert state["completed"] == {"shared": 1, "submodel1": 2, "submodel2": 2, "submodel3": 2, "localiser": 1}
+    classifiers = [("shared", 1)] + [(f"submodel{k}", r) for k in (1, 2, 3) for r in (1, 2)]
+    expected = classifiers + [("localiser", 1)]  # the tiny profile's one localiser round, not validated
     rounds = [(r["level"], r["round"]) for r in rd.read_jsonl(run / rd.METRICS_FILE)]
     assert sorted(rounds) == sorted(expected)
     # Every round was validated at the sites (aggregate histograms, pooled at the server); a kill
     # between a round's commit and its validation loses that one validation line, nothing else.
     validated = set((r["level"], r["round"]) for r in rd.read_jsonl(run / rd.VALIDATION_FILE))
-    missing = set(expected) - validated
-    assert validated <= set(expected) and len(missing) <= (1 if resumed else 0), missing
+    missing = set(classifiers) - validated
+    assert validated <= set(classifiers) and len(missing) <= (1 if resumed else 0), missing
     thresholds = rd.read_json(run / rd.RUN_FILE)["decision_thresholds"]
     assert set(thresholds) == {"submodel1", "submodel2", "submodel3"} and all(0 < t < 1 for t in thresholds.values())
     ledger = rd.read_jsonl(run / rd.LEDGER_FILE)
-    assert len(ledger) == 7 and all(len(entry["sha256"]) == 64 and entry["sites"] for entry in ledger)
+    assert len(ledger) == 8 and all(len(entry["sha256"]) == 64 and entry["sites"] for entry in ledger)
     assert (run / rd.CHECKPOINT_FILE).is_file() and (run / rd.MODEL_FILE).is_file()
     assert (run / rd.SHARED_CHECKPOINT_FILE).is_file()
     evaluations = rd.read_evaluations(run)
