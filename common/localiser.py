@@ -10,6 +10,7 @@ sites' hand-drawn ROIs (L1 + generalised IoU), federated like the sub-models.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import cast
 
 import cv2
@@ -196,8 +197,6 @@ def propose_boxes(localiser: NodeLocaliser, images: list[np.ndarray], size: int,
 def propose_missing_rois(localiser: NodeLocaliser, cases: list[Case], size: int,
                          device: torch.device | None = None) -> tuple[list[Case], int]:
     """The cases with the localiser's box wherever the manifest gave no ROI, and how many got one."""
-    from dataclasses import replace
-
     missing = [i for i, c in enumerate(cases) if c.roi is None]
     if not missing:
         return list(cases), 0

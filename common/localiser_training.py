@@ -18,10 +18,11 @@ from common.training import (
     EpochStats,
     OptimizerCarry,
     carried_state,
-    lr_factor,
+    proximal_term,
     resolve_device,
     restore_optimizer,
     seed_everything,
+    set_scheduled_lr,
 )
 
 # A proposed box "finds" the node when it overlaps the drawn one this much (the detection convention).
@@ -50,16 +51,13 @@ def train_localiser(model: NodeLocaliser, dataset: LocaliserDataset, cfg: TrainC
         dataset.set_epoch(epoch)
         total, found, seen, lr = 0.0, 0, 0, 0.0
         for image, target in tqdm(loader, desc=f"{desc} epoch {epoch + 1}", disable=not cfg.progress, leave=False):
-            progress = span[0] + (span[1] - span[0]) * (step + 1) / steps
-            lr = cfg.lr * lr_factor(progress, cfg.warmup, cfg.lr_floor)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
+            lr = set_scheduled_lr(optimizer, cfg, span, step, steps)
             step += 1
             image, target = image.to(device), target.to(device)
             pred = model(image)
             loss = localiser_loss(pred, target)
             if anchor is not None:
-                loss = loss + proximal_mu / 2 * sum(((p - a) ** 2).sum() for p, a in zip(model.parameters(), anchor))
+                loss = loss + proximal_term(model, anchor, proximal_mu)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

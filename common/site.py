@@ -50,10 +50,9 @@ class SiteData:
 
     def localiser_dataset(self, cfg: DataConfig, seed: int = 0) -> LocaliserDataset:
         """The training cases that have an ROI, as whole B-mode frames for the node localiser."""
+        # Memoised, so its frames are decoded once per run (one dataset per size: no cache to share).
         dataset = self._memo(("localiser", cfg.localiser_size),
-                             lambda: LocaliserDataset(self.train_cases, cfg.localiser_size, train=True, seed=seed,
-                                                      cache=self._images.setdefault(("localiser", cfg.localiser_size),
-                                                                                    {})))
+                             lambda: LocaliserDataset(self.train_cases, cfg.localiser_size, train=True, seed=seed))
         dataset.seed = seed
         return dataset
 

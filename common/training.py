@@ -133,13 +133,7 @@ def train_submodel(model: SubModel, dataset: CaseDataset, cfg: TrainConfig, epoc
     steps = max(1, n_epochs * len(loader))
 
     def set_lr(step: int) -> float:
-        # Step k of n sits at the end of its share of the span: the last step of the last round
-        # runs at exactly the schedule's final rate.
-        progress = span[0] + (span[1] - span[0]) * (step + 1) / steps
-        lr = cfg.lr * lr_factor(progress, cfg.warmup, cfg.lr_floor)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        return lr
+        return set_scheduled_lr(optimizer, cfg, span, step, steps)
 
     history = []
     for epoch in range(n_epochs):
@@ -151,6 +145,25 @@ def train_submodel(model: SubModel, dataset: CaseDataset, cfg: TrainConfig, epoc
     if carry is not None:
         carry.state = carried_state(optimizer)
     return history
+
+
+def set_scheduled_lr(optimizer: torch.optim.Optimizer, cfg: TrainConfig, span: tuple[float, float], step: int,
+                     steps: int) -> float:
+    """Set (and return) the learning rate of local step `step` of `steps` covering `span` of the run.
+
+    Step k of n sits at the end of its share of the span: the last step of the last round runs at
+    exactly the schedule's final rate.
+    """
+    progress = span[0] + (span[1] - span[0]) * (step + 1) / steps
+    lr = cfg.lr * lr_factor(progress, cfg.warmup, cfg.lr_floor)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    return lr
+
+
+def proximal_term(model: nn.Module, anchor: list[torch.Tensor], mu: float) -> torch.Tensor:
+    """FedProx's mu/2 * ||w - w_received||^2 over the model's parameters."""
+    return mu / 2 * torch.stack([((p - a) ** 2).sum() for p, a in zip(model.parameters(), anchor)]).sum()
 
 
 def carried_state(optimizer: torch.optim.Optimizer) -> dict:
@@ -194,7 +207,7 @@ def _train_epoch(model, loader, criterion, optimizer, cfg, device, epoch, anchor
         if cfg.aux_weight > 0:
             loss = loss + cfg.aux_weight * (criterion(out.bus_logits, target) + criterion(out.cdfi_logits, target))
         if anchor is not None:
-            loss = loss + mu / 2 * sum(((p - a) ** 2).sum() for p, a in zip(model.parameters(), anchor))
+            loss = loss + proximal_term(model, anchor, mu)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

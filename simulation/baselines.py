@@ -59,8 +59,8 @@ def train_centrally(settings: Settings, name: str, trainers: list[SiteData], fol
         else:
             dataset = CaseDataset(cases, profile.data, level=phase_level(phase), train=True, seed=settings.seed,
                                   cache=images)
-        if len(dataset) == 0:
-            return  # the localiser without ROIs: the model gets none, as in a federated run
+        if localiser and len(dataset) == 0:
+            return  # no ROIs: the model gets no localiser, as in a federated run
         carry = OptimizerCarry()  # one optimiser over the phase's rounds, as each federated site keeps its own
         for server_round in range(1, rounds + 1):
             seed = settings.seed + 1000 * server_round

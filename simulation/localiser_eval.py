@@ -28,7 +28,6 @@ def site_figures(model, data_cfg, cases, device, n_resamples: int = 1000, seed: 
     from common.dataset import CaseDataset
     from common.imaging import read_image
     from common.localiser import box_iou, propose_boxes
-    from common.metrics import multiclass_metrics
     from common.training import predict_clahdm
 
     cases = [c for c in cases if c.roi is not None and c.label is not None]
@@ -36,16 +35,13 @@ def site_figures(model, data_cfg, cases, device, n_resamples: int = 1000, seed: 
                           data_cfg.localiser_size, device)
     iou = np.array([box_iou(b, c.roi) for b, c in zip(boxes, cases)])
     rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(iou), (n_resamples, len(iou)))
-    means = iou[idx].mean(axis=1)
-    out = {"n": len(cases), "iou_mean": float(iou.mean()), "iou_low": float(np.percentile(means, 2.5)),
-           "iou_high": float(np.percentile(means, 97.5)), "iou_median": float(np.median(iou)),
-           "found": float((iou >= 0.5).mean())}
+    mean = bootstrap_ci(lambda x: float(x.mean()), iou, n_resamples=n_resamples, rng=rng)["value"]
+    out = {"n": len(cases), "iou_mean": mean.point, "iou_low": mean.low, "iou_high": mean.high,
+           "iou_median": float(np.median(iou)), "found": float((iou >= 0.5).mean())}
     for name, cohort in (("true", cases), ("proposed", [dataclasses.replace(c, roi=b) for c, b in zip(cases, boxes)])):
         preds = predict_clahdm(model, CaseDataset(cohort, data_cfg), device=device)
-        figures = multiclass_metrics(preds.targets, preds.scores)
         ci = bootstrap_ci("multiclass", preds.targets, preds.scores, n_resamples=n_resamples, rng=rng)
-        out[f"{name}_micro"], out[f"{name}_macro"] = figures["auc_micro"], figures["auc_macro"]
+        out[f"{name}_micro"], out[f"{name}_macro"] = ci["auc_micro"].point, ci["auc_macro"].point
         out[f"{name}_micro_ci"] = [ci["auc_micro"].low, ci["auc_micro"].high]
     out["macro_drop"] = out["true_macro"] - out["proposed_macro"]
     out["micro_drop"] = out["true_micro"] - out["proposed_micro"]

@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from common.imaging import colour_fraction
+from common.imaging import colour_fraction, crop
 
 FRAME_RULES = ("auto", "key", "middle", "most-flow")
-SUPPORTED_PHOTOMETRIC = ("MONOCHROME1", "MONOCHROME2", "RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT",
-                         "YBR_PARTIAL_420", "PALETTE COLOR")
 
 
 class FrameError(ValueError):
@@ -56,15 +54,20 @@ def _to_uint8(ds, pixels: np.ndarray, photometric: str) -> np.ndarray:
     return np.round(scaled).astype(np.uint8)
 
 
-def decode_frame(ds, index: int) -> np.ndarray:
-    """Frame `index` (0-based) as RGB uint8."""
+def decode_frame(ds, index: int, decoded: dict[int, np.ndarray] | None = None) -> np.ndarray:
+    """Frame `index` (0-based) as RGB uint8; `decoded` keeps frames already decoded from `ds`."""
     from pydicom.pixels import pixel_array
 
+    if decoded is not None and index in decoded:
+        return decoded[index]
     try:
         pixels = pixel_array(ds, index=index if frame_count(ds) > 1 else None)
     except Exception as err:  # pydicom raises many kinds (missing decoder, truncated data, bad JPEG)
         raise FrameError(f"pixel data cannot be decoded ({type(err).__name__}: {err})") from None
-    return to_rgb(ds, pixels)
+    rgb = to_rgb(ds, pixels)
+    if decoded is not None:
+        decoded[index] = rgb
+    return rgb
 
 
 def key_frame(ds) -> int | None:
@@ -72,7 +75,10 @@ def key_frame(ds) -> int | None:
     marked = ds.get("RepresentativeFrameNumber")
     if marked in (None, ""):
         return None
-    index = int(marked) - 1
+    try:
+        index = int(marked) - 1
+    except (TypeError, ValueError):
+        raise FrameError(f"RepresentativeFrameNumber {marked!r} is not a frame number") from None
     if not 0 <= index < frame_count(ds):
         raise FrameError(f"RepresentativeFrameNumber {marked} is outside the {frame_count(ds)} frames")
     return index
@@ -89,7 +95,7 @@ def most_flow_frame(ds, box: tuple[int, int, int, int] | None) -> tuple[int, np.
     try:
         for index, pixels in enumerate(iter_pixels(ds)):
             rgb = to_rgb(ds, pixels)
-            share = colour_fraction(_crop(rgb, box))
+            share = colour_fraction(crop(rgb, box))
             if share > best:
                 best, best_index, best_frame = share, index, rgb
     except FrameError:
@@ -101,32 +107,27 @@ def most_flow_frame(ds, box: tuple[int, int, int, int] | None) -> tuple[int, np.
     return best_index, best_frame
 
 
-def choose_frame(ds, rule: str, cdfi: bool, flow_box: tuple[int, int, int, int] | None) -> tuple[int, str, np.ndarray]:
+def choose_frame(ds, rule: str, cdfi: bool, flow_box: tuple[int, int, int, int] | None,
+                 decoded: dict[int, np.ndarray] | None = None) -> tuple[int, str, np.ndarray]:
     """(0-based index, how it was chosen, RGB frame) of the frame to keep.
 
     Rules: `key` the marked frame (refused when none is marked); `middle`; `most-flow` the frame
     with most colour (CDFI; for B-mode it is the middle frame); `auto` the marked frame when there is
-    one, else most-flow for CDFI and middle for B-mode.
+    one, else most-flow for CDFI and middle for B-mode. `decoded`: frames already decoded.
     """
     if rule not in FRAME_RULES:
         raise FrameError(f"unknown frame rule {rule!r}; choose one of {', '.join(FRAME_RULES)}")
     n = frame_count(ds)
     if n == 1:
-        return 0, "single", decode_frame(ds, 0)
+        return 0, "single", decode_frame(ds, 0, decoded)
     marked = key_frame(ds)
     if rule == "key" and marked is None:
         raise FrameError(f"cine of {n} frames without a marked key frame (RepresentativeFrameNumber); "
                          "choose --frame middle or most-flow")
     if rule in ("key", "auto") and marked is not None:
-        return marked, "key", decode_frame(ds, marked)
+        return marked, "key", decode_frame(ds, marked, decoded)
     if cdfi and rule in ("most-flow", "auto"):
         index, frame = most_flow_frame(ds, flow_box)
         return index, "most-flow", frame
-    return n // 2, "middle", decode_frame(ds, n // 2)
+    return n // 2, "middle", decode_frame(ds, n // 2, decoded)
 
-
-def _crop(rgb: np.ndarray, box: tuple[int, int, int, int] | None) -> np.ndarray:
-    if box is None:
-        return rgb
-    x, y, w, h = box
-    return rgb[y:y + h, x:x + w]

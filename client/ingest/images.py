@@ -10,7 +10,7 @@ from client.ingest.frames import FrameError, choose_frame, decode_frame, frame_c
 from client.ingest.privacy import PrivacyInventory, text_like_marks
 from client.ingest.regions import RegionError, colour_flow_region, fit_regions, read_regions, tissue_region
 from client.ingest.scan import Instance
-from common.imaging import colour_fraction
+from common.imaging import colour_fraction, crop
 
 BMODE, CDFI = "bmode", "cdfi"
 
@@ -62,27 +62,25 @@ def prepare_image(instance: Instance, options: ImageOptions, inventory: PrivacyI
         if tissue is None and not options.allow_uncropped:
             raise RegionError("no ultrasound region (SequenceOfUltrasoundRegions) to crop the screen's text "
                               "away; pass --allow-uncropped only if the frames hold no burned-in text")
-        crop = tissue.box if tissue is not None else (0, 0, cols, rows)
-        kind = CDFI if flow is not None or _coloured(ds, crop, options) else BMODE
-        flow_box = flow.box if flow is not None else crop
-        index, rule, frame = choose_frame(ds, options.frame, kind == CDFI, flow_box)
+        box = tissue.box if tissue is not None else (0, 0, cols, rows)
+        decoded: dict[int, np.ndarray] = {}  # the frame looked at for colour is often the one kept
+        kind = CDFI if flow is not None or _coloured(ds, box, options, decoded) else BMODE
+        index, rule, frame = choose_frame(ds, options.frame, kind == CDFI, flow.box if flow else box, decoded)
     except (RegionError, FrameError) as err:
         raise ValueError(str(err)) from None
     if tissue is None:
         inventory.without_region += 1
-    elif text_like_marks(frame, crop):
+    elif text_like_marks(frame, box):
         inventory.text_outside_region += 1
-    x, y, w, h = crop
     syntax = ds.file_meta.get("TransferSyntaxUID")
     encoding = (f"{syntax.name if syntax else 'no transfer syntax'}, {ds.get('PhotometricInterpretation', '')}, "
                 f"{'cine' if frame_count(ds) > 1 else 'single frame'}")
-    return ReadyImage(instance, kind, np.ascontiguousarray(frame[y:y + h, x:x + w]), crop,
+    return ReadyImage(instance, kind, np.ascontiguousarray(crop(frame, box)), box,
                       tissue.mm_per_px if tissue is not None else None, index, rule, factor, encoding)
 
 
-def _coloured(ds, crop: tuple[int, int, int, int], options: ImageOptions) -> bool:
+def _coloured(ds, box: tuple[int, int, int, int], options: ImageOptions, decoded: dict[int, np.ndarray]) -> bool:
     """Colour content decides when no region says colour flow: the marked or middle frame."""
     marked = key_frame(ds)
-    frame = decode_frame(ds, marked if marked is not None else frame_count(ds) // 2)
-    x, y, w, h = crop
-    return colour_fraction(frame[y:y + h, x:x + w]) >= options.min_colour_fraction
+    frame = decode_frame(ds, marked if marked is not None else frame_count(ds) // 2, decoded)
+    return colour_fraction(crop(frame, box)) >= options.min_colour_fraction

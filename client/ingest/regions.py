@@ -54,12 +54,12 @@ def read_regions(ds) -> list[Region]:
             x0, y0 = int(item.RegionLocationMinX0), int(item.RegionLocationMinY0)
             x1, y1 = int(item.RegionLocationMaxX1) + 1, int(item.RegionLocationMaxY1) + 1  # max is inclusive
             kind = int(item.get("RegionDataType", 0) or 0)
+            spacing = None
+            units = (item.get("PhysicalUnitsXDirection"), item.get("PhysicalUnitsYDirection"))
+            if units == (CM, CM) and item.get("PhysicalDeltaX") and item.get("PhysicalDeltaY"):
+                spacing = (10.0 * abs(float(item.PhysicalDeltaX)), 10.0 * abs(float(item.PhysicalDeltaY)))
         except (AttributeError, TypeError, ValueError) as err:
-            raise RegionError(f"an ultrasound region lacks its location ({err})") from None
-        spacing = None
-        units = (item.get("PhysicalUnitsXDirection"), item.get("PhysicalUnitsYDirection"))
-        if units == (CM, CM) and item.get("PhysicalDeltaX") and item.get("PhysicalDeltaY"):
-            spacing = (10.0 * abs(float(item.PhysicalDeltaX)), 10.0 * abs(float(item.PhysicalDeltaY)))
+            raise RegionError(f"an ultrasound region lacks its location or has a malformed spacing ({err})") from None
         out.append(Region(x0, y0, x1, y1, kind, spacing))
     return out
 

@@ -85,7 +85,7 @@ def ingest(dicom_folder: Path, labels_csv: Path, out_dir: Path, options: IngestO
             matched.add((record["_key"], record["_node"]))
             written += _write_pair(out_dir, record, images)
             records.append(record)
-    found = {i.accession if key == "accession_number" else i.study_uid for s in studies.values() for i in s}
+    found = {study_key(i, key) for s in studies.values() for i in s}
     for k, r in sorted(rows.items(), key=lambda kv: kv[1].row):
         if k not in matched:
             reason = "its study's images were refused (above)" if r.key in found else "no DICOM study has it"
@@ -102,19 +102,24 @@ def ingest(dicom_folder: Path, labels_csv: Path, out_dir: Path, options: IngestO
     return summary
 
 
+def study_key(instance: Instance, key: str) -> str:
+    """The value the labels CSV's key column holds for this instance's study."""
+    return instance.accession if key == "accession_number" else instance.study_uid
+
+
 def _study_cases(instances: list[Instance], key: str, rows: dict[tuple[str, int], LabelRow], salt: bytes,
                  options: IngestOptions, inventory: PrivacyInventory, summary: IngestSummary):
     """Yield (manifest record, (B-mode, CDFI)) for each usable node of one study; refusals go to summary."""
     def refuse(members, reason: str) -> None:
         summary.refused += [(i.rel, reason) for i in members]
 
-    value = {i.accession if key == "accession_number" else i.study_uid for i in instances}
+    value = {study_key(i, key) for i in instances}
     if len(value) != 1 or "" in value:
         refuse(instances, f"the study's files disagree on or lack the {key}")
         return
-    (study_key,) = value
-    if not any(k == study_key for k, _ in rows):
-        refuse(instances, f"no row in the labels CSV for this study ({key} {study_key!r})")
+    (key_value,) = value
+    if not any(k == key_value for k, _ in rows):
+        refuse(instances, f"no row in the labels CSV for this study ({key} {key_value!r})")
         return
     ready = []
     for instance in instances:
@@ -128,17 +133,17 @@ def _study_cases(instances: list[Instance], key: str, rows: dict[tuple[str, int]
         refuse([r.instance for r in ready], str(err))
         return
     for node, bmode, cdfi in pairs:
-        row = rows.get((study_key, node))
+        row = rows.get((key_value, node))
         members = [bmode.instance, cdfi.instance]
         if row is None:
-            refuse(members, f"node {node} of {key} {study_key!r} has no row in the labels CSV")
+            refuse(members, f"node {node} of {key} {key_value!r} has no row in the labels CSV")
             continue
         try:
             record = _record(case_id(salt, instances[0].study_uid, node), row, bmode, cdfi)
         except ValueError as err:
             refuse(members, str(err))
             continue
-        record.update(_key=study_key, _node=node)
+        record.update(_key=key_value, _node=node)
         for image in (bmode, cdfi):
             summary.frame_rules[image.frame_rule] += 1
             summary.encodings[image.encoding] += 1

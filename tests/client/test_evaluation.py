@@ -248,3 +248,22 @@ def test_a_cohort_without_labels_gives_undefined_figures_not_errors(tmp_path):
     assert (tmp_path / "roc.png").read_bytes()[:8] == PNG_MAGIC
     text = json.dumps(readable_metrics(figures, 10, 0), allow_nan=False)  # strict JSON: NaN written as null
     assert '"auc_micro": {"value": null' in text
+
+
+def test_only_cases_without_an_roi_get_the_localisers_box_and_only_from_a_trained_one(site_manifest):
+    from dataclasses import replace
+
+    from client.evaluation import cases_with_boxes
+    from common.config import get_profile
+    from common.model import CLAHDM
+    from common.validation import load_cases
+
+    profile = get_profile("tiny")
+    cases = load_cases(site_manifest)
+    cases[2] = replace(cases[2], roi=None)
+    model = CLAHDM(profile.model)
+    assert cases_with_boxes(model, cases, profile.data) == cases  # untrained: the case is read whole
+    model.localiser_trained.fill_(1.0)
+    boxed = cases_with_boxes(model, cases, profile.data)
+    assert boxed[2].roi is not None and [c.roi for i, c in enumerate(boxed) if i != 2] == \
+        [c.roi for i, c in enumerate(cases) if i != 2]

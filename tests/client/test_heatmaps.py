@@ -279,3 +279,12 @@ def test_a_known_node_is_outlined_on_the_picture(model, profile, tmp_path):
     assert (drawn == NODE_OUTLINE).all(axis=2).any()
     assert node_outline(case, image.shape, None) is None  # no manifest folder, no outline
     assert node_outline(case, (10, 10, 3), tmp_path) is None  # a mask of another size is not drawn
+
+
+def test_the_localisers_box_is_drawn_in_its_own_colour_only_when_it_proposed_the_roi():
+    from client.heatmaps import PROPOSED_BOX, overlay
+
+    image, heat = np.zeros((60, 80, 3), np.uint8), np.zeros((60, 80))
+    drawn = overlay(image, heat, proposed=(10, 12, 30, 20))
+    assert tuple(drawn[12, 20]) == PROPOSED_BOX and tuple(drawn[31, 39]) == PROPOSED_BOX  # top and bottom edges
+    assert (overlay(image, heat) == PROPOSED_BOX).all(axis=2).sum() == 0
