@@ -1,6 +1,7 @@
 """The ClientApp every hospital runs inside its SuperNode.
 
-Four messages: who are you (name, role, case counts), train one phase's network for a round,
+Five messages: who are you (name, role, case counts), the data-quality preflight (aggregate
+counts), train one phase's network for a round,
 score that round's global network on the validation cases, and evaluate the final CLA-HDM. Replies
 carry weights, counts and aggregate figures only; a failure reaches the server as its kind and a
 count (client/disclosure.py), the detail stays in this site's log.
@@ -32,6 +33,18 @@ def site_info(message: Message, context: Context) -> Message:
     site = current_site(context.node_config)
     description = msg.SiteDescription(site.config.name, site.config.role, site.cohort(), site.counts())
     return Message(description.content(), reply_to=message)
+
+
+@app.query("preflight")
+@reported
+def preflight(message: Message, context: Context) -> Message:
+    from client.preflight import shareable_preflight, site_preflight, write_local_report
+
+    site = current_site(context.node_config)
+    result = site_preflight(site)
+    write_local_report(result, site.config.output_dir)  # the detail, case ids included, stays here
+    figures = shareable_preflight(result, min_cohort=site.config.min_cohort, min_cell=site.config.min_cell)
+    return Message(RecordDict({msg.METRICS: msg.metric_record(figures)}), reply_to=message)
 
 
 @app.train()

@@ -6,7 +6,7 @@ folder and log. What goes to the server follows three rules:
 - a cohort smaller than the site's `min_cohort` returns its case counts only (with one held-out
   case, an AUC and a confusion matrix would name that patient's label and prediction);
 - confusion-matrix cells holding fewer than `min_cell` cases (but some) are left out, and
-  `clahdm.cm.suppressed` says how many were;
+  `clahdm.cm.suppressed` says how many were; reliability-diagram bins that small are blanked;
 - an error says what kind of problem happened and how many cases it concerns, never which.
 """
 from __future__ import annotations
@@ -16,6 +16,7 @@ import logging
 from collections.abc import Callable, Mapping
 
 from common import federated_validation as fv
+from common.calibration import suppress_small_bins
 from common.errors import ClafedError, ProtocolError
 from common.imaging import ImageError
 from common.manifest import ManifestError
@@ -36,7 +37,7 @@ def shareable_evaluation(figures: Mapping[str, float], *, min_cohort: int, min_c
         counts = {k: v for k, v in figures.items() if k.startswith(COUNT_PREFIXES)}
         return counts | {WITHHELD_KEY: 1.0}
     small = [k for k, v in figures.items() if ".cm." in k and 0 < v < min_cell]
-    out = {k: v for k, v in figures.items() if k not in small}
+    out = suppress_small_bins({k: v for k, v in figures.items() if k not in small}, min_cell)
     out[SUPPRESSED_KEY] = float(len(small))
     return out
 

@@ -5,7 +5,9 @@
                      each level's P(positive)  (its columns also suit `clafed readers --predictions`)
     roc.png          micro-averaged and one-vs-rest ROC curves
     confusion.png    4x4 confusion matrix of the gated prediction
-    metrics.json     every figure with its 95% bootstrap CI, nested for people to read
+    calibration.png  reliability diagrams of each level and the 4-class output (client/clinical_figures.py)
+    decision_curve.png  sub-model 1's net benefit against biopsying every node or none
+    metrics.json     every figure with its 95% bootstrap CI, calibration and the decision curve, for people
 and returns only the flat aggregate figures (`assert_aggregate` checks that nothing per case
 slipped in). Unlabeled cases are predicted and written, but excluded from every figure.
 """
@@ -24,6 +26,8 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
+from client import clinical_figures as clinical
+from common import decision_curve as dca
 from common import metrics as m
 from common.bootstrap import bootstrap_ci
 from common.config import DataConfig
@@ -80,7 +84,9 @@ def aggregate_keys() -> frozenset[str]:
     """Every key `evaluate_site` may return: fixed by the metrics, whatever the cohort's size."""
     y = np.arange(len(CLASSES))
     proba = np.full((len(y), len(CLASSES)), 1.0 / len(CLASSES))
-    keys = set(aggregate_figures(y, proba, proba, np.full((len(y), len(LEVELS)), 0.5), n_resamples=2))
+    levels = np.full((len(y), len(LEVELS)), 0.5)
+    keys = set(aggregate_figures(y, proba, proba, levels, n_resamples=2))
+    keys |= set(clinical.clinical_figures(y, levels, (1, 1, 1)))
     return frozenset(keys | {"n_unlabeled"})
 
 
@@ -146,10 +152,16 @@ def evaluate_site(model: CLAHDM, cases: list[Case], data_cfg: DataConfig, out_di
     y, soft, hard, levels = labelled_arrays(preds)
     figures = aggregate_figures(y, soft, hard, levels, threshold=model.decision_thresholds,
                                 n_resamples=n_resamples, seed=seed)
+    figures |= clinical.clinical_figures(y, levels, model.temperatures)
     figures["n_unlabeled"] = float(len(preds.targets) - len(y))
     plot_roc(y, soft, out_dir / ROC_FILE)
     plot_confusion(figures, out_dir / CONFUSION_FILE)
-    (out_dir / METRICS_FILE).write_text(json.dumps(readable_metrics(figures, n_resamples, seed), indent=2))
+    clinical.plot_calibration(figures, out_dir / clinical.CALIBRATION_FILE, f"Reliability ({len(y)} cases)")
+    curve = dca.site_curve(figures)
+    if curve is not None:
+        dca.plot_curves({"this site": curve}, out_dir / clinical.DECISION_CURVE_FILE)
+    readable = readable_metrics(figures, n_resamples, seed) | clinical.readable(figures)
+    (out_dir / METRICS_FILE).write_text(json.dumps(readable, indent=2))
     assert_aggregate(figures, len(y), preds.case_ids)
     return figures
 

@@ -101,26 +101,33 @@ def explain_images(model: CLAHDM, bus: np.ndarray, cdfi: np.ndarray, roi: tuple[
     bus_t = model_input(bus, roi, data_cfg)[None].to(device)
     cdfi_t = model_input(cdfi, roi, data_cfg)[None].to(device)
     first = layer_cam(model.submodel("submodel1"), bus_t, cdfi_t, stages, fusion)
-    p_malignant = first.probabilities[:, 1]
+    first_p = tempered(model, "submodel1", first.probabilities)
+    p_malignant = first_p[:, 1]
     malignant = bool(p_malignant[0] > model.threshold)
     second_key, other_key = ("submodel3", "submodel2") if malignant else ("submodel2", "submodel3")
     second = layer_cam(model.submodel(second_key), bus_t, cdfi_t, stages, fusion)
+    second_p = tempered(model, second_key, second.probabilities)
     with evaluating(model):
-        p_other = torch.softmax(model.submodels[other_key](bus_t, cdfi_t), dim=1)[:, 1]
-    p_second = second.probabilities[:, 1]
+        p_other = model.level_proba(other_key, model.submodels[other_key](bus_t, cdfi_t))[:, 1]
+    p_second = second_p[:, 1]
     out = assemble(p_malignant, *((p_other, p_second) if malignant else (p_second, p_other)),
                    threshold=model.threshold, subtype_thresholds=model.subtype_thresholds)
     second_threshold = model.subtype_thresholds[1 if malignant else 0]
     boxes = input_box(roi, data_cfg.roi_margin, bus.shape), input_box(roi, data_cfg.roi_margin, cdfi.shape)
     steps = []
-    for key, cams, target in (("submodel1", first, int(malignant)),
-                              (second_key, second, int(p_second[0] > second_threshold))):
+    for key, cams, proba, target in (("submodel1", first, first_p, int(malignant)),
+                                     (second_key, second, second_p, int(p_second[0] > second_threshold))):
         steps.append(LevelExplanation(
-            LEVEL_BY_KEY[key], target, float(cams.probabilities[0, target]),
+            LEVEL_BY_KEY[key], target, float(proba[0, target]),
             to_image(cams.bus[0, target].cpu().numpy(), boxes[0], bus.shape),
             to_image(cams.cdfi[0, target].cpu().numpy(), boxes[1], cdfi.shape)))
     return CaseExplanation(case_id, out.soft[0].cpu().numpy(), out.hard[0].cpu().numpy(),
                            out.levels[0].cpu().numpy(), float(model.threshold), tuple(steps), *boxes)
+
+
+def tempered(model: CLAHDM, key: str, probabilities: torch.Tensor) -> torch.Tensor:
+    """A level's probabilities as CLAHDM.forward gives them: the CAM's softmax with the level's temperature."""
+    return model.level_proba(key, torch.log(probabilities.clamp_min(1e-12)))
 
 
 def explain_case(model: CLAHDM, case: Case, data_cfg: DataConfig, device: torch.device,

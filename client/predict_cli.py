@@ -2,7 +2,8 @@
 
 Prints the four probabilities and the path taken through the hierarchy, writes each case's
 heatmap picture, and for several cases a predictions.csv. A bad image is reported in one line
-naming the file; the other cases are still predicted and the exit code is 1.
+naming the file; the other cases are still predicted and the exit code is 1. With --dicom, one
+case's result also goes out as DICOM (client/dicom_results.py) for the PACS that holds its images.
 """
 from __future__ import annotations
 
@@ -29,12 +30,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="box around the node in pixels (with --bus/--cdfi; default: the model's localiser "
                              "proposes it, or the whole image for a model without one)")
     parser.add_argument("--id", dest="case_id", default=None, help="case id for --bus/--cdfi (default: file name)")
-    parser.add_argument("--out", required=True, type=Path, help="folder for heatmap pictures and predictions.csv")
+    parser.add_argument("--out", required=True, type=Path,
+                        help="folder for heatmap pictures and predictions.csv (and --dicom's files)")
     parser.add_argument("--json", action="store_true",
                         help="print JSON instead of text: one object for --bus/--cdfi, a list otherwise")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
     parser.add_argument("--public-key", type=Path, default=None,
                         help="the coordinator's model_signing.pub: refuse a model it did not sign (MODEL.sig)")
+    parser.add_argument("--dicom", action="store_true",
+                        help="also write the result as DICOM into --out (with --bus/--cdfi and --dicom-reference): "
+                             "<case>_sr.dcm, a structured report, and <case>_heatmap.dcm, the picture as secondary "
+                             "capture, both in the study of the reference instances (research use only)")
+    parser.add_argument("--dicom-reference", nargs="+", type=Path, default=None, metavar="FILE",
+                        help="with --dicom: the original DICOM instance(s) the case's B-mode and CDFI images came "
+                             "from (one or two files, B-mode first), e.g. those `clafed ingest` read")
 
 
 def parse_roi(text: str) -> tuple[int, int, int, int]:
@@ -55,6 +64,15 @@ def run(args: argparse.Namespace) -> int:
         return _fail("--bus and --cdfi go together: give both images of the case")
     if args.bus is None and (args.roi or args.case_id):
         return _fail("--roi and --id apply to a single case given with --bus/--cdfi")
+    if args.dicom and args.bus is None:
+        return _fail("--dicom applies to a single case given with --bus/--cdfi")
+    if args.dicom and not args.dicom_reference:
+        return _fail("--dicom needs --dicom-reference BMODE.dcm [CDFI.dcm]: the case's original DICOM instances, "
+                     "whose study the results join")
+    if args.dicom_reference and not args.dicom:
+        return _fail("--dicom-reference is used with --dicom (add --dicom to write the DICOM results)")
+    if args.dicom_reference and len(args.dicom_reference) > 2:
+        return _fail("--dicom-reference takes one or two files: the case's B-mode and CDFI instances")
 
     from common.checkpoint import load_checkpoint
     from common.manifest import ManifestError
@@ -69,13 +87,14 @@ def run(args: argparse.Namespace) -> int:
             print(f"warning: {args.model} is unsigned; nothing shows who made it or that it is unchanged "
                   "(pass --public-key to require the coordinator's signature)", file=sys.stderr)
         loaded = load_checkpoint(args.model)
+        dicom = _dicom_inputs(args) if args.dicom else None
     except (ManifestError, FileNotFoundError, ValueError) as err:
         return _fail(str(err))
     device = resolve_device(args.device)
     results = []
     for case in cases:
         try:
-            results.append(_predict_case(loaded, case, args.out, device))
+            results.append(_predict_case(loaded, case, args.out, device, dicom))
         except ValueError as err:  # ImageError and friends name the file
             problems.append(f"case {case.case_id}: {err}")
     if args.bus is None:
@@ -109,6 +128,16 @@ def _cases(args: argparse.Namespace):
         # Images are checked case by case below, so one bad file does not stop the others.
         return load_cases(args.manifest, check_images=False), []
     return folder_cases(args.folder)
+
+
+def _dicom_inputs(args: argparse.Namespace) -> dict:
+    """The reference instances' headers and the model's identity, for --dicom (ValueError naming a bad file)."""
+    from client.dicom_results import read_references
+    from common.signing import checkpoint_digest
+
+    return {"references": read_references(args.dicom_reference),
+            "model_info": {"checkpoint": args.model.name, "sha256": checkpoint_digest(args.model),
+                           "signature_verified": args.public_key is not None}}  # verified above, or refused
 
 
 def _strip_kind(stem: str) -> str:
@@ -157,7 +186,7 @@ def check_images(case, min_size: int):
     return images
 
 
-def _predict_case(loaded, case, out_dir: Path, device) -> dict:
+def _predict_case(loaded, case, out_dir: Path, device, dicom: dict | None = None) -> dict:
     from client.heatmaps import explain_images, picture_name, render_picture, write_picture
     from common.localiser import propose_box
 
@@ -169,10 +198,24 @@ def _predict_case(loaded, case, out_dir: Path, device) -> dict:
     elif roi is None:
         source = "none (whole image: the model has no localiser)"
     explanation = explain_images(loaded.model, bus, cdfi, roi, loaded.data_config, device, case.case_id)
-    picture = write_picture(out_dir / picture_name(case.case_id),
-                            render_picture(explanation, bus, cdfi, truth=case.label, proposed=proposed))
-    return dict(explanation.to_dict(), label=case.label, roi=list(roi) if roi else None, roi_source=source,
-                bus=str(case.bus_path), cdfi=str(case.cdfi_path), picture=str(picture))
+    rendered = render_picture(explanation, bus, cdfi, truth=case.label, proposed=proposed)
+    picture = write_picture(out_dir / picture_name(case.case_id), rendered)
+    result = dict(explanation.to_dict(), label=case.label, roi=list(roi) if roi else None, roi_source=source,
+                  bus=str(case.bus_path), cdfi=str(case.cdfi_path), picture=str(picture))
+    if dicom is not None:
+        result["dicom"] = write_dicom(result, rendered, out_dir, picture_name(case.case_id), dicom)
+    return result
+
+
+def write_dicom(result: dict, rendered, out_dir: Path, picture_file: str, dicom: dict) -> dict:
+    """`<case>_sr.dcm` and `<case>_heatmap.dcm` next to the picture (same safe case name); their paths."""
+    from client.dicom_results import write_heatmap_capture, write_structured_report
+
+    stem = picture_file.removesuffix("_heatmap.png")
+    references = dicom["references"]
+    sr = write_structured_report(result, references, out_dir / f"{stem}_sr.dcm", model_info=dicom["model_info"])
+    heatmap = write_heatmap_capture(rendered, references[0], out_dir / f"{stem}_heatmap.dcm", sources=references)
+    return {"sr": str(sr), "heatmap": str(heatmap)}
 
 
 def _text(result: dict, single: bool) -> str:
@@ -181,7 +224,8 @@ def _text(result: dict, single: bool) -> str:
         box = ",".join(map(str, result["roi"])) if result.get("roi") else "-"
         return (f"diagnosis:     {result['diagnosis']}\npath:          {result['path']}\n"
                 f"probabilities: {probabilities}\nnode box:      {box} ({result['roi_source']})\n"
-                f"picture:       {result['picture']}")
+                f"picture:       {result['picture']}"
+                + (f"\ndicom:         {result['dicom']['sr']}, {result['dicom']['heatmap']}" if "dicom" in result else ""))
     return f"{result['case_id']}: {result['diagnosis']}  ({result['path']})  {probabilities}"
 
 

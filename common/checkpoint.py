@@ -49,7 +49,8 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
 def checkpoint_payload(model: CLAHDM, data_cfg: DataConfig, metadata: dict | None = None) -> dict:
     """The plain dict a checkpoint file holds: only tensors, strings and numbers."""
     model_cfg = dict(to_dict(model.config), threshold=float(model.threshold),
-                     subtype_thresholds=[float(t) for t in model.subtype_thresholds])
+                     subtype_thresholds=[float(t) for t in model.subtype_thresholds],
+                     temperatures=[float(t) for t in model.temperatures])
     return {
         "format": FORMAT,
         "classes": list(CLASSES),

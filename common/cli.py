@@ -13,6 +13,7 @@ import sys
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "validate": ("common.validate_cli", "check a manifest or site YAML; one line per problem"),
+    "preflight": ("client.preflight_cli", "a site's data-quality preflight: cohorts, scanners, image sizes, duplicates"),
     "readers": ("common.readers_cli", "reader-study statistics (CIs, McNemar, permutation tests) as Markdown"),
     "synth": ("simulation.synth_cli", "write a synthetic three-hospital BUS + CDFI dataset"),
     "ingest": ("client.ingest_cli", "turn a DICOM export and a diagnosis CSV into a validated site folder"),

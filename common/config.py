@@ -43,6 +43,9 @@ class ModelConfig:
     # federated validation (the gated answer's balanced accuracy), so a rare class is not lost
     # to a fixed 0.5.
     subtype_thresholds: tuple[float, float] = (0.5, 0.5)
+    # Each level's logit is divided by its temperature (common/calibration.py): 1 as trained; a
+    # run fits them on federated validation so that probabilities mean what they say.
+    temperatures: tuple[float, float, float] = (1.0, 1.0, 1.0)
     # The node localiser's trunk (common/localiser.py): it reads a whole frame, not a crop, so
     # the smallest ResNet serves on CPU; the paper profile gives it the sub-models' backbone.
     localiser_backbone: str = "resnet10"
@@ -54,6 +57,8 @@ class ModelConfig:
         thresholds = (self.threshold, *self.subtype_thresholds)
         if len(thresholds) != 3 or not all(0.0 < t < 1.0 for t in thresholds):
             raise ValueError(f"threshold and the two subtype_thresholds must lie in (0, 1), got {thresholds}")
+        if len(self.temperatures) != 3 or not all(0.0 < t < 100.0 for t in self.temperatures):
+            raise ValueError(f"temperatures must be three numbers in (0, 100), got {self.temperatures}")
 
     @property
     def decision_thresholds(self) -> tuple[float, float, float]:

@@ -5,7 +5,9 @@ Histograms are aggregate counts, never per-case values, yet summed over sites th
 pooled ROC curve: the pooled AUC of every round, and the decision thresholds chosen on
 validation data rather than a fixed 0.5. Sub-model 1 (the gate) also returns its score
 histogram per 4-class label, so the three thresholds can be chosen together for what the
-gated answer gets right in every class (`gated_thresholds`), not only level by level.
+gated answer gets right in every class (`gated_thresholds`), not only level by level. A binary
+network's reply also holds its summed NLL at each temperature of a fixed grid, from which the
+pooled temperature scaling of that level is chosen (`temperature`, common/calibration.py).
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from common import calibration as cal
 from common.labels import CLASSES
 
 # Probability bins of the histograms: thresholds are chosen on this grid (0.025 apart).
@@ -32,6 +35,7 @@ def gate_key(label: int, b: int) -> str:
 
 
 N_LABELS = len(CLASSES)
+NLL_KEYS = tuple(cal.nll_key(i) for i in range(len(cal.TEMPERATURES)))
 
 
 def scored_classes(n_classes: int) -> list[int]:
@@ -54,6 +58,8 @@ def site_figures(targets: np.ndarray, proba: np.ndarray, loss_sum: float) -> dic
             chosen = bins[targets == k, k] if positive else bins[targets != k, k]
             counts = np.bincount(chosen, minlength=BINS)
             out.update({hist_key(k, positive, b): int(counts[b]) for b in range(BINS)})
+    if proba.shape[1] == 2:
+        out.update(cal.nll_figures(targets, proba))
     return out
 
 
@@ -70,6 +76,8 @@ def gate_figures(labels: np.ndarray, p_malignant: np.ndarray) -> dict[str, int]:
 def expected_keys(n_classes: int, gate: bool = False) -> set[str]:
     keys = {LOSS_KEY, COUNT_KEY, CORRECT_KEY} | {hist_key(k, side, b) for k in scored_classes(n_classes)
                                                   for side in (True, False) for b in range(BINS)}
+    if n_classes == 2:
+        keys |= set(NLL_KEYS)
     return keys | ({gate_key(label, b) for label in range(N_LABELS) for b in range(BINS)} if gate else set())
 
 
@@ -86,7 +94,7 @@ def reply_problem(figures: Mapping[str, float], n_classes: int, gate: bool = Fal
     values = np.array([float(v) for v in figures.values()])
     if not np.all(np.isfinite(values)) or np.any(values < 0):
         return "negative or non-finite figures"
-    counts = np.array([float(v) for k, v in figures.items() if k != LOSS_KEY])
+    counts = np.array([float(v) for k, v in figures.items() if k != LOSS_KEY and k not in NLL_KEYS])
     if np.any(counts != np.round(counts)):
         return "counts that are not whole numbers"
     n = float(figures[COUNT_KEY])
@@ -141,14 +149,26 @@ def youden_threshold(pos: np.ndarray, neg: np.ndarray, default: float = 0.5) -> 
 
 
 def summary(total: Mapping[str, float], n_classes: int) -> dict[str, float]:
-    """Pooled validation loss, accuracy and AUC (binary) or macro one-vs-rest AUC (4-class)."""
+    """Pooled validation loss, accuracy and AUC (binary) or macro one-vs-rest AUC (4-class); for a
+    binary network also `loss_calibrated`, the mean NLL at its best temperature."""
     n = total.get(COUNT_KEY, 0.0)
     if n == 0:
         return {"n": 0.0}
     aucs = [histogram_auc(*_histograms(total, k)) for k in scored_classes(n_classes)]
     aucs = [a for a in aucs if not np.isnan(a)]
-    return {"n": n, "loss": total[LOSS_KEY] / n, "accuracy": total.get(CORRECT_KEY, 0.0) / n,
-            "auc": float(np.mean(aucs)) if aucs else float("nan")}
+    out = {"n": n, "loss": total[LOSS_KEY] / n, "accuracy": total.get(CORRECT_KEY, 0.0) / n,
+           "auc": float(np.mean(aucs)) if aucs else float("nan")}
+    if all(key in total for key in NLL_KEYS):
+        out["loss_calibrated"] = min(float(total[key]) for key in NLL_KEYS) / n
+    return out
+
+
+def temperature(total: Mapping[str, float]) -> float | None:
+    """The temperature of a binary network with the least pooled validation NLL (None: no cases or
+    no NLL figures, e.g. counts recorded before temperature scaling existed)."""
+    if total.get(COUNT_KEY, 0.0) <= 0 or not all(key in total for key in NLL_KEYS):
+        return None
+    return cal.fitted_temperature([float(total[key]) for key in NLL_KEYS])
 
 
 def decision_threshold(total: Mapping[str, float], default: float = 0.5) -> float:

@@ -5,6 +5,7 @@ break the protocol, and a malformed message is refused with a ProtocolError nami
 Only weights, configuration, case counts and aggregate figures are ever put into a message.
 
     query.site_info     ->  SiteDescription (name, role, cohort, case counts)
+    query.preflight     ->  aggregate data-quality figures (client/preflight.py), before round 1
     train               ->  PhaseInstruction + weights  ->  weights + training figures
     evaluate.validate   ->  PhaseInstruction + weights  ->  validation counts (federated_validation)
     evaluate            ->  EvaluationInstruction + CLA-HDM weights  ->  aggregate figures
@@ -26,6 +27,7 @@ from common.typed_config import from_dict, to_dict
 
 # Message types: Flower's own, and named variants of them ("<type>.<name>").
 SITE_INFO = f"{MessageType.QUERY}.site_info"
+PREFLIGHT = f"{MessageType.QUERY}.preflight"
 TRAIN = MessageType.TRAIN
 # Each round's global network scored on the sites' validation cases (Flower's evaluate round).
 VALIDATE = f"{MessageType.EVALUATE}.validate"

@@ -127,6 +127,7 @@ class CLAHDM(nn.Module):
         self.register_buffer("localiser_trained", torch.zeros(()))
         self.threshold = cfg.threshold
         self.subtype_thresholds = tuple(cfg.subtype_thresholds)
+        self.temperatures = tuple(float(t) for t in cfg.temperatures)
 
     @property
     def has_localiser(self) -> bool:
@@ -141,9 +142,15 @@ class CLAHDM(nn.Module):
 
     def forward(self, bus: torch.Tensor, cdfi: torch.Tensor) -> HierarchicalOutput:
         """Run all three sub-models and assemble the soft and hard 4-class probabilities."""
-        p1, p2, p3 = (torch.softmax(self.submodels[lv.key](bus, cdfi), dim=1)[:, 1] for lv in LEVELS)
+        p1, p2, p3 = (self.level_proba(lv.key, self.submodels[lv.key](bus, cdfi))[:, 1] for lv in LEVELS)
         _, benign, malignant = self.decision_thresholds
         return assemble(p1, p2, p3, threshold=self.threshold, subtype_thresholds=(benign, malignant))
+
+    def level_proba(self, key: str, logits: torch.Tensor) -> torch.Tensor:
+        """A level's (B, 2) probabilities from its sub-model's logits (or log-probabilities, which
+        differ by a constant), divided by the level's temperature."""
+        index = [lv.key for lv in LEVELS].index(key)
+        return torch.softmax(logits / self.temperatures[index], dim=1)
 
     def submodel(self, key: str) -> SubModel:
         """The sub-model of a level key, typed."""

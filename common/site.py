@@ -31,9 +31,11 @@ class SiteData:
     _images: dict = field(default_factory=dict, repr=False)
 
     @classmethod
-    def load(cls, config: SiteConfig) -> "SiteData":
-        """Validate the site's manifest and split it by the site's hold-out rule."""
-        cases = load_cases(config.manifest, min_size=config.min_image_size, max_pixels=config.max_image_pixels)
+    def load(cls, config: SiteConfig, check_images: bool = True) -> "SiteData":
+        """Validate the site's manifest and split it by the site's hold-out rule (without reading
+        any image when `check_images` is False: the preflight counts unreadable ones itself)."""
+        cases = load_cases(config.manifest, min_size=config.min_image_size, max_pixels=config.max_image_pixels,
+                           check_images=check_images)
         train, held = split_holdout(cases, config.holdout)
         if config.role == "evaluate":  # evaluate-only sites never train: everything is held out
             train, held = [], train + held

@@ -16,10 +16,11 @@ from dataclasses import replace
 from flwr.app import Message, RecordDict
 from flwr.serverapp import Grid
 
+from common import calibration as cal
 from common import messages as msg
 from common.config import Profile
 from common.errors import ClafedError, ProtocolError
-from common.labels import LOCALISER, SHARED
+from common.labels import CLASSES, LEVEL_BY_KEY, LOCALISER, SHARED
 from common.localiser import NodeLocaliser
 from common.model import CLAHDM, SubModel
 from common.training import seed_everything, train_phases
@@ -87,6 +88,39 @@ def discover_sites(grid: Grid, settings: Settings) -> tuple[list[SiteInfo], list
     return sorted(sites, key=lambda s: s.name), problems
 
 
+def preflight(grid: Grid, settings: Settings, sites: list[SiteInfo], recorder: RunRecorder) -> dict[str, dict]:
+    """Ask every site for its data-quality figures before round 1 (aggregate only, refused when
+    malformed); warn about, or with stop_on_missing_class stop for, a training site without any
+    case of a class it is meant to train (every class)."""
+    from common.preflight_figures import preflight_keys_problem
+    from server.preflight_summary import missing_classes
+
+    queries = [Message(RecordDict(), dst_node_id=s.node_id, message_type=msg.PREFLIGHT) for s in sites]
+    replies = {r.metadata.src_node_id: r for r in grid.send_and_receive(queries, timeout=settings.connect_timeout)}
+    figures: dict[str, dict] = {}
+    for site in sites:
+        reply = replies.get(site.node_id)
+        if reply is None or reply.has_error():
+            reason = short_reason(reply.error.reason) if reply is not None else "no reply"
+            log.error("preflight of %s failed: %s", site.name, reason)
+            continue
+        values = dict(reply.content.get(msg.METRICS) or {})
+        problem = preflight_keys_problem(values)
+        if problem:
+            log.error("preflight of %s refused: %s", site.name, problem)
+            continue
+        figures[site.name] = {k: float(v) for k, v in values.items()}
+    recorder.preflight_received(figures)
+    missing = missing_classes(figures, {s.name: list(CLASSES) for s in sites if s.role == "train"})
+    for name, classes in missing.items():
+        line = f"training site {name} has no training case of {', '.join(classes)}"
+        if settings.stop_on_missing_class:
+            raise FederationError(f"preflight: {line}; add such cases or give the site role: evaluate "
+                                  "(or run without stop_on_missing_class)")
+        log.warning("preflight: %s", line)
+    return figures
+
+
 def train_phase(grid: Grid, settings: Settings, profile: Profile, phase: str, network: SubModel | NodeLocaliser,
                 model: CLAHDM, sites: list[SiteInfo], recorder: RunRecorder) -> None:
     """Federate one phase's network for the rounds it still lacks; `network` is updated in place.
@@ -138,7 +172,8 @@ def train_phase(grid: Grid, settings: Settings, profile: Profile, phase: str, ne
         for node, reason in failures.items():
             log.error("%s round %d: validation failed at %s: %s", phase, done + server_round, names.get(node, node), reason)
         recorder.validation_completed(phase, done + server_round, network.n_classes,
-                                      {names.get(n, str(n)): f for n, f in figures.items()})
+                                      {names.get(n, str(n)): f for n, f in figures.items()},
+                                      network=network if isinstance(network, SubModel) else None)
 
     validators = [s.node_id for s in sites if s.role == "train" and s.counts.get(msg.validation_count(phase), 0) > 0]
     declared = {s.node_id: s.counts[msg.train_count(phase)] for s in trainers}
@@ -190,12 +225,58 @@ def final_evaluation(grid: Grid, settings: Settings, profile: Profile, model: CL
     return results
 
 
-def with_thresholds(profile: Profile, model: CLAHDM, recorder: RunRecorder) -> Profile:
-    """Set the decision thresholds chosen on validation data in the model and in the profile that
-    travels (signed) with it, so every site decides exactly as the coordinator's model.pt does."""
-    gate, *subtypes = recorder.decision_thresholds(profile.model.decision_thresholds)
-    model.threshold, model.subtype_thresholds = gate, tuple(subtypes)
-    return replace(profile, model=replace(profile.model, threshold=gate, subtype_thresholds=tuple(subtypes)))
+def with_thresholds(profile: Profile, model: CLAHDM, recorder: RunRecorder, which: str = "final",
+                    temperature_scaling: bool = False) -> Profile:
+    """Set the decision thresholds (and, with `temperature_scaling`, the temperatures) chosen on the
+    validation counts of the rounds `model` holds ("final": the last ones, "best": the best ones),
+    in the model and in the profile that travels (signed) with it, so every site decides exactly
+    as the coordinator's model.pt does.
+
+    A temperature changes the probabilities, not the calls: each threshold moves with its level's
+    temperature (common.calibration.threshold_at).
+    """
+    thresholds, _ = recorder.decision_thresholds(profile.model.decision_thresholds, which)
+    temperatures = recorder.temperatures(which) if temperature_scaling else (1.0, 1.0, 1.0)
+    gate, benign, malignant = (cal.threshold_at(t, temp) for t, temp in zip(thresholds, temperatures))
+    model.threshold, model.subtype_thresholds, model.temperatures = gate, (benign, malignant), temperatures
+    return replace(profile, model=replace(profile.model, threshold=gate, subtype_thresholds=(benign, malignant),
+                                          temperatures=temperatures))
+
+
+def candidate_models(settings: Settings, profile: Profile, model: CLAHDM, recorder: RunRecorder
+                     ) -> tuple[str, dict[str, tuple[CLAHDM, Profile]]]:
+    """The final model (every sub-model at its last round) and, when federated validation picked
+    other rounds, the best one; each with its own thresholds and temperatures. Returns which one
+    the sites evaluate (settings.evaluate_model, or the final one when there is no other) and both.
+
+    Both are recorded in run.json; neither choice looks at a test cohort.
+    """
+    candidates = {"final": (model, with_thresholds(profile, model, recorder, "final", settings.temperature_scaling))}
+    best = recorder.best_model(model)
+    if best is not None:
+        candidates["best"] = (best, with_thresholds(profile, best, recorder, "best", settings.temperature_scaling))
+    evaluated = settings.evaluate_model if settings.evaluate_model in candidates else "final"
+    if settings.evaluate_model == "best" and best is None:
+        log.info("the best model by federated validation is the final one (%s)",
+                 "every sub-model's best round is its last" if recorder.best_rounds() else "no validation cases")
+    best_rounds = recorder.best_rounds()
+    chosen = {}
+    for which, (_, used) in candidates.items():
+        thresholds, how = recorder.decision_thresholds(profile.model.decision_thresholds, which)
+        rounds = {key: (best_rounds.get(key, recorder.completed(key)) if which == "best" else recorder.completed(key))
+                  for key in LEVEL_BY_KEY}
+        chosen[which] = {"rounds": rounds, "thresholds_chosen_by": how,
+                         "decision_thresholds": dict(zip(LEVEL_BY_KEY, used.model.decision_thresholds)),
+                         "thresholds_before_temperature": dict(zip(LEVEL_BY_KEY, thresholds)),
+                         "temperatures": dict(zip(LEVEL_BY_KEY, used.model.temperatures)),
+                         # the final model is also the best one when validation picked every last round
+                         "best_by_validation": which == "best" or (best is None and bool(best_rounds))}
+    recorder.models_chosen(chosen, evaluated)
+    for which, (candidate, used) in candidates.items():
+        if which != evaluated:
+            path = recorder.save_alternative(which, candidate, used)
+            log.info("the %s model (not evaluated at the sites) is saved as %s", which, path)
+    return evaluated, candidates
 
 
 def warn_unboxed(sites: list[SiteInfo], profile: Profile) -> None:
@@ -214,12 +295,15 @@ def run_federation(grid: Grid, settings: Settings) -> RunRecorder:
     recorder = RunRecorder.open(settings)
     sites, problems = discover_sites(grid, settings)
     recorder.started(sites, profile, problems)
+    preflight(grid, settings, sites, recorder)
     warn_unboxed(sites, profile)
     seed_everything(settings.seed)
     model = recorder.initial_model(profile)
     train_all(grid, settings, profile, model, sites, recorder)
     recorder.privacy_spent()
-    final_evaluation(grid, settings, with_thresholds(profile, model, recorder), model, sites, recorder)
+    evaluated, candidates = candidate_models(settings, profile, model, recorder)
+    chosen, chosen_profile = candidates[evaluated]
+    final_evaluation(grid, settings, chosen_profile, chosen, sites, recorder)
     recorder.finished()
     return recorder
 

@@ -6,6 +6,7 @@ round that was being written when the server died.
 """
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import json
 import logging
@@ -102,6 +103,10 @@ class RunRecorder:
         })
         rd.write_json(self.path / rd.RUN_FILE, info)
 
+    def preflight_received(self, figures: dict[str, dict]) -> None:
+        """Keep the sites' preflight figures (aggregate, checked) for the report and the model card."""
+        rd.write_json(self.path / rd.PREFLIGHT_FILE, {"time": now(), "sites": figures})
+
     def initial_model(self, profile: Profile) -> CLAHDM:
         """The model to start from: the last checkpoint when resuming, else a fresh one."""
         checkpoint = self.path / rd.CHECKPOINT_FILE
@@ -164,8 +169,10 @@ class RunRecorder:
                  phase, server_round, record["loss"], record["accuracy"], record["num_examples"],
                  ", ".join(sorted(examples)), round_seconds, compute)
 
-    def validation_completed(self, phase: str, server_round: int, n_classes: int, figures: dict[str, dict]) -> None:
-        """Record a round's pooled validation (aggregate figures only) and a sub-model's threshold.
+    def validation_completed(self, phase: str, server_round: int, n_classes: int, figures: dict[str, dict],
+                             network: SubModel | None = None) -> None:
+        """Record a round's pooled validation (aggregate figures only); keep a sub-model's counts for
+        its decision threshold and temperature, and `network` when this round is its best so far.
 
         A reply that does not add up (see `fv.reply_problem`) is logged and left out of the pool.
         """
@@ -183,44 +190,127 @@ class RunRecorder:
                   "sites": {name: int(f.get(fv.COUNT_KEY, 0)) for name, f in figures.items()}}
         rd.append_jsonl(self.path / rd.VALIDATION_FILE, record)
         if phase in LEVEL_KEYS and total.get(fv.COUNT_KEY, 0) > 0:
-            self.state.setdefault("thresholds", {})[phase] = fv.decision_threshold(total)
-            # The pooled counts of each level's last validated round: the thresholds chosen together.
+            # The pooled counts of each level's last validated round (the final model's thresholds).
             self.state.setdefault("validation_totals", {})[phase] = total
+            previous = self.state.get("best", {}).get(phase)
+            improved = network is not None and self._improves(phase, record)
+            if improved:
+                atomic_torch_save({k: v.detach().cpu() for k, v in network.state_dict().items()},
+                                  self.path / rd.best_checkpoint(phase, server_round))
+                self.state.setdefault("best", {})[phase] = {
+                    "round": server_round, "totals": total,
+                    **{k: record[k] for k in ("auc", "loss", "loss_calibrated") if k in record}}
             rd.write_json(self.path / rd.STATE_FILE, self.state)
+            if improved and previous is not None and previous["round"] != server_round:
+                (self.path / rd.best_checkpoint(phase, previous["round"])).unlink(missing_ok=True)
         log.info("%s round %d validation: %s", phase, server_round,
                  ", ".join(f"{k} {v:.3f}" for k, v in record.items() if k in ("loss", "accuracy", "auc")) or "no cases")
 
-    def decision_thresholds(self, defaults: tuple[float, float, float]) -> tuple[float, float, float]:
+    def _improves(self, phase: str, record: dict) -> bool:
+        """Whether a validated round beats the phase's best so far. Only validation counts decide,
+        never a test cohort.
+
+        The criterion is the pooled validation NLL at the round's best temperature: it scores the
+        probabilities of every case, not only their order, and does not punish a round for an
+        over- or under-confidence the fitted temperature removes. On a few dozen validation cases
+        the binned AUC moves by ties and single cases (seen: a first round of sub-model 3 picked
+        for an AUC 0.007 above a far better trained one). Records without it (counts from before
+        temperature scaling) compare AUCs, ties broken by the lower loss.
+        """
+        best = self.state.get("best", {}).get(phase)
+        if best is None:
+            return True
+        if "loss_calibrated" in record and "loss_calibrated" in best:
+            return float(record["loss_calibrated"]) < float(best["loss_calibrated"]) - 1e-12
+        auc, best_auc = float(record["auc"]), float(best["auc"])
+        if math.isnan(auc) != math.isnan(best_auc):
+            return math.isnan(best_auc)
+        if math.isnan(auc) or math.isclose(auc, best_auc, abs_tol=1e-9):
+            return float(record["loss"]) < float(best["loss"])
+        return auc > best_auc
+
+    def validation_totals(self, which: str = "final") -> dict[str, dict]:
+        """Each level's pooled validation counts of the round its `which` model holds: the last
+        validated round ("final") or the best one ("best")."""
+        if which == "best":
+            return {key: best["totals"] for key, best in self.state.get("best", {}).items()}
+        return dict(self.state.get("validation_totals", {}))
+
+    def best_rounds(self) -> dict[str, int]:
+        """Each validated sub-model's best round."""
+        return {key: int(best["round"]) for key, best in self.state.get("best", {}).items()}
+
+    def best_model(self, final: CLAHDM) -> CLAHDM | None:
+        """A copy of `final` whose sub-models are those of their best validated rounds; None when
+        no sub-model was validated or every best round is its last (the two models are the same)."""
+        best = self.best_rounds()
+        if not best or all(r == self.completed(key) for key, r in best.items()):
+            return None
+        model = copy.deepcopy(final)
+        for key, server_round in best.items():
+            state = torch.load(self.path / rd.best_checkpoint(key, server_round), map_location="cpu", weights_only=True)
+            model.submodel(key).load_state_dict(state)
+        return model
+
+    def decision_thresholds(self, defaults: tuple[float, float, float], which: str = "final"
+                            ) -> tuple[tuple[float, float, float], str]:
         """The gate's (sub-model 1) and the two subtype thresholds of the gated answer, from the
-        pooled validation counts of each level's last validated round.
+        pooled validation counts of the rounds the `which` model holds, and how they were chosen.
 
         Chosen together for the gated answer's balanced accuracy (`fv.gated_thresholds`) when all
         three levels were validated; otherwise each level's own Youden's J, or its default without
-        validation scores. Recorded in run.json with how they were chosen.
+        validation scores.
         """
-        totals = self.state.get("validation_totals", {})
+        totals = self.validation_totals(which)
         joint = (fv.gated_thresholds(*(totals[key] for key in LEVEL_KEYS))
                  if all(key in totals for key in LEVEL_KEYS) else None)
         if joint is not None:
-            values, how = tuple(joint), "balanced accuracy of the gated answer on pooled validation scores"
-        else:
-            chosen = self.state.get("thresholds", {})
-            values = []
-            for key, default in zip(LEVEL_KEYS, defaults):
-                if key in chosen:
-                    values.append(float(chosen[key]))
-                else:
-                    log.warning("no validation scores for %s: its decision threshold stays %.2f", key, default)
-                    values.append(float(default))
-            values, how = tuple(values), "Youden's J of each level on pooled validation scores"
-        log.info("decision thresholds (%s): %s", how, ", ".join(f"{k} {v:.3f}" for k, v in zip(LEVEL_KEYS, values)))
-        rd.update_run_info(self.path, decision_thresholds=dict(zip(LEVEL_KEYS, values)), thresholds_chosen_by=how)
+            return (joint[0], joint[1], joint[2]), "balanced accuracy of the gated answer on pooled validation scores"
+        values = []
+        for key, default in zip(LEVEL_KEYS, defaults):
+            if key in totals:
+                values.append(fv.decision_threshold(totals[key]))
+            else:
+                log.warning("no validation scores for %s: its decision threshold stays %.2f", key, default)
+                values.append(float(default))
+        return (values[0], values[1], values[2]), "Youden's J of each level on pooled validation scores"
+
+    def temperatures(self, which: str = "final") -> tuple[float, float, float]:
+        """Each level's temperature with the least pooled validation NLL (1 without validation)."""
+        totals = self.validation_totals(which)
+        fitted = [fv.temperature(totals[key]) if key in totals else None for key in LEVEL_KEYS]
+        values = [1.0 if t is None else t for t in fitted]
         return values[0], values[1], values[2]
+
+    def models_chosen(self, chosen: dict[str, dict], evaluated: str) -> None:
+        """Record in run.json each candidate model (its rounds, thresholds, temperatures) and which one
+        the sites evaluate; the evaluated one's thresholds also as `decision_thresholds`."""
+        info = chosen[evaluated]
+        for which, entry in chosen.items():
+            log.info("%s model: rounds %s, decision thresholds (%s) %s, temperatures %s", which,
+                     entry["rounds"], entry["thresholds_chosen_by"],
+                     ", ".join(f"{k} {v:.3f}" for k, v in entry["decision_thresholds"].items()),
+                     ", ".join(f"{k} {v:.2f}" for k, v in entry["temperatures"].items()))
+        rd.update_run_info(self.path, models=chosen, evaluated_model=evaluated,
+                           decision_thresholds=info["decision_thresholds"],
+                           thresholds_chosen_by=info["thresholds_chosen_by"], temperatures=info["temperatures"])
+
+    def save_alternative(self, which: str, model: CLAHDM, profile: Profile) -> Path:
+        """Save (and sign) the candidate model the sites do not evaluate, beside model.pt."""
+        path = self.path / rd.ALTERNATIVE_MODEL_FILES[which]
+        save_checkpoint(path, model, profile.data, {"run": self.name, "model": which})
+        if self.settings.signing_key:
+            arrays = msg.state_to_arrays(model.state_dict())
+            write_signature(path, sign_digest(msg.sent_model_digest(arrays, msg.profile_to_json(profile)),
+                                              Path(self.settings.signing_key)))
+        return path
 
     def final_model(self, model: CLAHDM, profile: Profile, arrays: ArrayRecord,
                     settings: Settings) -> msg.EvaluationInstruction:
         """Save (and sign, when a key is configured) the assembled CLA-HDM; return what the sites get."""
-        save_checkpoint(self.path / rd.MODEL_FILE, model, profile.data, {"run": self.name, "rounds": profile.train.rounds})
+        save_checkpoint(self.path / rd.MODEL_FILE, model, profile.data,
+                        {"run": self.name, "rounds": profile.train.rounds,
+                         "model": rd.read_json(self.path / rd.RUN_FILE, {}).get("evaluated_model", "final")})
         profile_json = msg.profile_to_json(profile)
         signature = None
         if settings.signing_key:

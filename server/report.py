@@ -10,6 +10,8 @@ import html
 from pathlib import Path
 
 from server import run_dir as rd
+from server.model_card import write_model_card
+from server.report_clinical import clinical_blocks
 from server.report_format import Block, heading, text_block
 from server.report_learning import learning_blocks
 from server.report_sections import (
@@ -60,6 +62,7 @@ def build_blocks(run_dir: Path) -> list[Block]:
     blocks += run_summary(primary, compared)
     blocks += table1(primary) + failures_block(primary) + privacy_block(primary)
     blocks += learning_blocks(run_dir, primary, compared)
+    blocks += clinical_blocks(primary)
     blocks += site_details(primary)
     if compared:
         blocks += comparison(compared)
@@ -94,7 +97,8 @@ def render_html(blocks: list[Block], title: str = "clafed report") -> str:
 
 
 def write_report(run_dir: Path, out_dir: Path | None = None) -> tuple[Path, Path]:
-    """Build report.md (+ report_plots/) and report.html from RUN_DIR's saved records.
+    """Build report.md (+ report_plots/) and report.html from RUN_DIR's saved records, and the model
+    card beside each model.pt the run holds (server/model_card.py).
 
     Args:
         run_dir: a run directory, or a comparison holding federated/, pooled/, local/.
@@ -111,6 +115,9 @@ def write_report(run_dir: Path, out_dir: Path | None = None) -> tuple[Path, Path
     for block in blocks:
         for name, png in block.plots.items():
             (plots / name).write_bytes(png)
+    primary, compared = primary_run(run_dir)
+    for run in {primary.path, *(r.path for r in compared.values())}:  # the card lives beside its model
+        write_model_card(run)
     md_path, html_path = out_dir / rd.REPORT_MD, out_dir / rd.REPORT_HTML
     md_path.write_text(render_markdown(blocks), encoding="utf-8")
     html_path.write_text(render_html(blocks, f"clafed report: {run_dir.resolve().name}"), encoding="utf-8")

@@ -11,7 +11,12 @@
                            and their example counts (audit trail)
       checkpoints/latest.pt  the CLA-HDM after the last completed round (written atomically)
       checkpoints/shared.pt  the shared phase's 4-class network after its last completed round
-      model.pt, model.sig  the final assembled CLA-HDM and the coordinator's signature of it (common.signing)
+      checkpoints/best_SUBMODEL_roundN.pt  each sub-model at its best round by pooled validation NLL
+      model.pt, model.sig  the assembled CLA-HDM the sites evaluated (the best or the final one, run.json
+                           `evaluated_model`) and the coordinator's signature of it (common.signing)
+      model_final.pt / model_best.pt (+ .sig)  the other of the two, when they differ
+      model_card.md, model_card.json  what the evaluated model is for, how it was trained and how it did
+      preflight.json       each site's aggregate data-quality figures before round 1 (client/preflight.py)
       evaluation/SITE.json what each site returned from its final evaluation (aggregate figures)
       evaluation_failures.json  sites whose final evaluation failed, with the reason they gave
       references.json      (simulation) histogram floor and drawn-feature ceiling on the same split
@@ -41,6 +46,11 @@ REFERENCES_FILE = "references.json"
 CHECKPOINT_FILE = "checkpoints/latest.pt"
 SHARED_CHECKPOINT_FILE = "checkpoints/shared.pt"
 MODEL_FILE = "model.pt"
+# The candidate the sites did not evaluate (best by federated validation, or the final rounds').
+ALTERNATIVE_MODEL_FILES = {"final": "model_final.pt", "best": "model_best.pt"}
+MODEL_CARD_MD = "model_card.md"
+MODEL_CARD_JSON = "model_card.json"
+PREFLIGHT_FILE = "preflight.json"
 SIGNATURE_FILE = "model.sig"
 EVALUATION_DIR = "evaluation"
 FAILURES_FILE = "evaluation_failures.json"
@@ -53,6 +63,12 @@ SITES_DIR = "sites"
 SITE_OUTPUTS_DIR = "site_outputs"
 MODELS_DIR = "models"
 MODES = ("federated", "pooled", "local")
+
+
+def best_checkpoint(phase: str, server_round: int) -> str:
+    """Where a sub-model's weights at its best validated round are kept (one file per round, so
+    that state.json never names a file a crash left half-replaced)."""
+    return f"checkpoints/best_{checked_name(phase, 'phase')}_round{int(server_round)}.pt"
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -109,7 +125,8 @@ def compared_runs(run_dir: Path) -> dict[str, Path]:
 
 # Settings a resumed run may change: where and how long to wait, not what is trained.
 RESUMABLE_SETTINGS = frozenset({"resume", "connect_timeout", "round_timeout", "eval_timeout", "min_sites",
-                                "min_train_sites", "run_dir"})
+                                "min_train_sites", "run_dir", "evaluate_model",
+                                "stop_on_missing_class"})
 
 
 def changed_settings(before: dict, now: dict) -> list[str]:

@@ -69,6 +69,16 @@ class Settings:
     signing_key: str = ""
     # Local file of ImageNet-pretrained ResNet weights for the initial model (air-gapped servers).
     pretrained: str = ""
+    # Which model the sites evaluate: each sub-model at its best round by pooled validation (temperature-scaled NLL)
+    # ("best"), or at its last ("final"); the other is kept beside it (model_final.pt / model_best.pt).
+    evaluate_model: Literal["best", "final"] = "best"
+    # Fit each level's temperature on the pooled validation NLL (common/calibration.py): the same
+    # calls, other probabilities. Off by default: on the default data (a few dozen validation
+    # cases per level) it made the sub-models' held-out calibration worse (see the README).
+    temperature_scaling: bool = False
+    # Stop before round 1 when the preflight finds a training site without any case of a class it
+    # is meant to train (otherwise a warning).
+    stop_on_missing_class: bool = False
 
     def __post_init__(self) -> None:
         if self.rounds < 0 or self.local_epochs < 0 or self.shared_rounds < -1 or self.localiser_rounds < -1:

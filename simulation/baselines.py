@@ -23,7 +23,7 @@ from common.model import CLAHDM, SubModel, initial_model, initial_network
 from common.site import SiteData
 from common.training import OptimizerCarry, resolve_device, seed_everything, train_phases, train_submodel
 from server import run_dir as rd
-from server.federation import with_thresholds
+from server.federation import candidate_models
 from server.recorder import RunRecorder
 from server.records import RoundReport, SiteInfo
 from server.settings import Settings
@@ -84,13 +84,15 @@ def train_centrally(settings: Settings, name: str, trainers: list[SiteData], fol
                                      shared=network if phase == SHARED else None)
             if not localiser:
                 recorder.validation_completed(phase, server_round, network.n_classes, {
-                    site.config.name: validation_figures(site, phase, profile, network) for site in trainers})
+                    site.config.name: validation_figures(site, phase, profile, network) for site in trainers},
+                    network=network)
 
     train_phases(model, profile.train.shared_rounds, lambda: initial_network(profile.model, n_classes=4), train_phase,
                  untrained=lambda key: recorder.completed(key) == 0, localiser_rounds=profile.train.localiser_rounds)
-    with_thresholds(profile, model, recorder)
-    model.cpu()
-    save_checkpoint(folder / rd.MODEL_FILE, model, profile.data, {"run": folder.name, "trained_on": name})
+    evaluated, candidates = candidate_models(settings, profile, model.cpu(), recorder)
+    model = candidates[evaluated][0]
+    save_checkpoint(folder / rd.MODEL_FILE, model, profile.data,
+                    {"run": folder.name, "trained_on": name, "model": evaluated})
     recorder.finished()
     return model
 

@@ -46,6 +46,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dp-noise", type=float, default=0.0,
                         help="differential privacy: Gaussian noise multiplier on each round's average (0: off)")
     parser.add_argument("--dp-clip", type=float, default=1.0, help="differential privacy: L2 clip norm of a site's update")
+    parser.add_argument("--evaluate-model", choices=("best", "final"), default="best",
+                        help="evaluate each sub-model at its best round by pooled validation NLL (default) or its last")
+    parser.add_argument("--temperature-scaling", action="store_true",
+                        help="divide each level's logit by a temperature fitted on the pooled validation NLL")
+    parser.add_argument("--stop-on-missing-class", action="store_true",
+                        help="stop before round 1 when a training site has no case of some class")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -71,7 +77,9 @@ def run(args: argparse.Namespace) -> int:
                             local_epochs=args.local_epochs,
                             strategy=args.strategy, lr=args.lr, run_dir=str(run_dir), resume=args.resume,
                             seed=args.seed, bootstrap=args.bootstrap, connect_timeout=120.0,
-                            dp_noise=args.dp_noise, dp_clip=args.dp_clip)
+                            dp_noise=args.dp_noise, dp_clip=args.dp_clip, evaluate_model=args.evaluate_model,
+                            temperature_scaling=args.temperature_scaling,
+                            stop_on_missing_class=args.stop_on_missing_class)
         federation = Federation(protocol=args.protocol, holdout=args.holdout, heatmaps_per_class=args.heatmaps,
                                 device=args.device, cpus_per_client=args.cpus_per_client,
                                 gpus_per_client=args.gpus_per_client)

@@ -1,6 +1,8 @@
 """Nothing about a patient leaves a site: failures arrive as a kind and a count, small cohorts as counts."""
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 import pytest
 import yaml
@@ -114,6 +116,15 @@ def test_small_confusion_cells_are_left_out():
     shared = disclosure.shareable_evaluation(figures, min_cohort=10, min_cell=3)
     assert "clahdm.cm.0.1" not in shared and shared[disclosure.SUPPRESSED_KEY] == 1
     assert shared["clahdm.cm.1.1"] == 0 and shared["clahdm.auc.macro"] == 0.9
+
+
+def test_reliability_bins_of_few_cases_are_blanked_before_they_leave():
+    figures = {"n_cases": 40.0, "calib.clahdm.ece": 0.1, "calib.clahdm.bin.9.n": 1.0,
+               "calib.clahdm.bin.9.mean": 0.93, "calib.clahdm.bin.9.observed": 1.0,
+               "calib.clahdm.bin.5.n": 39.0, "calib.clahdm.bin.5.mean": 0.55, "calib.clahdm.bin.5.observed": 0.5}
+    shared = disclosure.shareable_evaluation(figures, min_cohort=10, min_cell=3)
+    assert shared["calib.clahdm.bin.9.n"] == 0 and math.isnan(shared["calib.clahdm.bin.9.mean"])
+    assert math.isnan(shared["calib.clahdm.bin.9.observed"]) and shared["calib.clahdm.bin.5.mean"] == 0.55
 
 
 def test_a_validation_cohort_below_the_minimum_sends_an_empty_pool():

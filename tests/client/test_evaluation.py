@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from sklearn.metrics import roc_auc_score
 
+from client.clinical_figures import CALIBRATION_FILE, DECISION_CURVE_FILE
 from client.evaluation import (
     CONFUSION_FILE,
     LEVEL_COLUMNS,
@@ -28,6 +29,7 @@ from client.evaluation import (
 from common.checkpoint import save_checkpoint
 from common.cli import main
 from common.config import get_profile
+from common.decision_curve import net_benefit
 from common.labels import CLASSES
 from common.model import CLAHDM
 from common.signing import sign_checkpoint
@@ -122,9 +124,17 @@ def test_files_stay_local_and_agree_with_the_figures(large_eval, large_site):
     assert table["case_id"].tolist() == [c.case_id for c in load_cases(large_site)]
     assert (table["label"] == "").sum() == 2
     np.testing.assert_allclose(table[list(SOFT_COLUMNS)].astype(float).sum(axis=1), 1.0, atol=1e-5)
-    for name in (ROC_FILE, CONFUSION_FILE):
+    for name in (ROC_FILE, CONFUSION_FILE, CALIBRATION_FILE, DECISION_CURVE_FILE):
         assert (out / name).read_bytes()[:8] == PNG_MAGIC
     readable = json.loads((out / METRICS_FILE).read_text())
+    # Calibration and the decision curve, as returned and for people to read.
+    labelled = table[table["label"] != ""]
+    y = labelled["label"].map({c: i for i, c in enumerate(CLASSES)}).to_numpy()
+    p_malignant = labelled[LEVEL_COLUMNS[0]].astype(float).to_numpy()
+    assert figures["dca.nb.3"] == pytest.approx(net_benefit((y >= 2).astype(int), p_malignant)[3], abs=1e-6)
+    assert readable["calibration"]["clahdm"]["ece"] == pytest.approx(figures["calib.clahdm.ece"])
+    assert sum(b["n"] for b in readable["calibration"]["submodel1"]["bins"]) == len(labelled)
+    assert readable["decision_curve_submodel1"]["n_cases"] == len(labelled)
     counts = readable["clahdm"]["confusion_matrix"]["counts"]
     assert counts == [[int(figures[f"clahdm.cm.{i}.{j}"]) for j in range(4)] for i in range(4)]
     assert readable["clahdm"]["auc_micro"]["value"] == pytest.approx(figures["clahdm.auc_micro"])
@@ -237,11 +247,13 @@ def _all_heldout(site_yaml, folder):
 
 
 def test_a_cohort_without_labels_gives_undefined_figures_not_errors(tmp_path):
+    from client.clinical_figures import clinical_figures
     from client.evaluation import plot_confusion, plot_roc, readable_metrics
 
     y, proba, levels = np.zeros(0, dtype=int), np.zeros((0, 4)), np.zeros((0, 3))
-    figures = aggregate_figures(y, proba, proba, levels, n_resamples=10)
+    figures = aggregate_figures(y, proba, proba, levels, n_resamples=10) | clinical_figures(y, levels, (1, 1, 1))
     assert set(figures) | {"n_unlabeled"} == aggregate_keys()
+    assert math.isnan(figures["calib.clahdm.ece"]) and figures["dca.n"] == 0
     assert figures["n_cases"] == 0 and math.isnan(figures["clahdm.auc_micro"])
     plot_roc(y, proba, tmp_path / "roc.png")
     plot_confusion(figures, tmp_path / "cm.png")

@@ -72,7 +72,9 @@ def test_model_input_is_what_the_dataset_gives_the_model(site_manifest, profile)
     assert torch.equal(model_input(read_image(case.cdfi_path), case.roi, profile.data), cdfi_t)
 
 
-def test_probabilities_and_path_match_the_assembled_model(site_manifest, model, profile):
+@pytest.mark.parametrize("temperatures", [(1.0, 1.0, 1.0), (2.0, 0.5, 1.5)])
+def test_probabilities_and_path_match_the_assembled_model(site_manifest, model, profile, temperatures):
+    model.temperatures = temperatures  # a calibrated model's explanation gives its calibrated probabilities
     for case in load_cases(site_manifest)[::5]:
         e = explain_case(model, case, profile.data, CPU)
         bus_t, cdfi_t, _ = CaseDataset([case], profile.data)[0]
@@ -86,6 +88,9 @@ def test_probabilities_and_path_match_the_assembled_model(site_manifest, model, 
         assert e.diagnosis == e.steps[1].name == CLASSES[int(out.hard[0].argmax())]
         assert e.path_text == f"{e.steps[0].name} {e.steps[0].probability:.2f} \u2192 " \
                               f"{e.steps[1].name} {e.steps[1].probability:.2f}"
+        second = out.levels[0, 2 if bool(out.malignant[0]) else 1].item()
+        assert e.steps[1].probability == pytest.approx(second if e.steps[1].target else 1 - second, abs=1e-6)
+    model.temperatures = (1.0, 1.0, 1.0)
 
 
 def test_heatmap_changes_with_the_class_and_with_the_input(model, profile):

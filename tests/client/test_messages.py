@@ -81,13 +81,16 @@ def test_validation_reply_is_counts_and_sums_only(site_yaml, tiny_profile, phase
     assert set(reply.content.keys()) == {msg.METRICS}
     figures = dict(reply.content[msg.METRICS])
     assert all(key.startswith("val.") for key in figures)
-    # Every key exists whatever the cohort: histograms of BINS counts per class and side, plus 3 sums.
+    # Every key exists whatever the cohort: histograms of BINS counts per class and side, plus 3 sums
+    # (and a binary network's summed NLL at each grid temperature).
     n_classes = 4 if phase == SHARED else 1
     gate = phase == GATE_PHASE  # the gate also counts its scores per 4-class label
-    assert len(figures) == 3 + n_classes * 2 * fv.BINS + (4 * fv.BINS if gate else 0)
+    nll = len(fv.NLL_KEYS) if n_classes == 1 else 0
+    assert len(figures) == 3 + n_classes * 2 * fv.BINS + (4 * fv.BINS if gate else 0) + nll
     assert fv.reply_problem(figures, 2 if n_classes == 1 else 4, gate) is None
     n = figures[fv.COUNT_KEY]
-    assert 0 < n <= 4 and all(isinstance(v, int) for k, v in figures.items() if k != fv.LOSS_KEY)
+    assert 0 < n <= 4 and all(isinstance(v, int) for k, v in figures.items()
+                              if k != fv.LOSS_KEY and k not in fv.NLL_KEYS)
     for k in ([1] if n_classes == 1 else range(4)):  # each case lands in exactly one bin per class
         assert sum(figures[fv.hist_key(k, side, b)] for side in (True, False) for b in range(fv.BINS)) == n
 

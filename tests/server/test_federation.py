@@ -129,19 +129,26 @@ def test_validation_rounds_are_recorded_and_choose_the_gate(tmp_path, tiny_profi
     assert all(r["auc"] == 1.0 and r["n"] == 8 and r["loss"] == pytest.approx(0.25) for r in records)
     assert records[0]["sites"] == {"hospital1": 8}
     # Perfect separation between 0.3 and 0.65: the best edges span that gap; the one nearest 0.5 wins.
-    assert recorder.decision_thresholds((0.5, 0.5, 0.5)) == pytest.approx((0.5, 0.5, 0.5))
-    info = rd.read_json(tmp_path / "run" / rd.RUN_FILE)
-    assert info["decision_thresholds"]["submodel2"] == pytest.approx(0.5)
-    assert info["thresholds_chosen_by"].startswith("balanced accuracy of the gated answer")
+    thresholds, how = recorder.decision_thresholds((0.5, 0.5, 0.5))
+    assert thresholds == pytest.approx((0.5, 0.5, 0.5))
+    assert how.startswith("balanced accuracy of the gated answer")
 
 
 def test_the_chosen_thresholds_reach_the_model_and_the_profile_the_sites_receive(tmp_path, tiny_profile):
     recorder = RunRecorder.open(Settings(profile="tiny", run_dir=str(tmp_path / "run")))
-    recorder.state["thresholds"] = {"submodel1": 0.3, "submodel3": 0.65}  # sub-model 2 was never validated
+    # Pooled counts that separate at 0.3 (sub-model 1) and 0.625 (sub-model 3); sub-model 2 was never validated.
+    recorder.state["validation_totals"] = {
+        "submodel1": fv.site_figures(np.array([0, 0, 1, 1]), two_class([0.05, 0.1, 0.3, 0.35]), 1.0),
+        "submodel3": fv.site_figures(np.array([0, 0, 1, 1]), two_class([0.6, 0.62, 0.66, 0.7]), 1.0)}
     model = CLAHDM(tiny_profile.model)
     sent = with_thresholds(tiny_profile, model, recorder)
-    assert model.decision_thresholds == sent.model.decision_thresholds == (0.3, 0.5, 0.65)
-    assert msg.profile_from_json(msg.profile_to_json(sent)).model.subtype_thresholds == (0.5, 0.65)
+    assert model.decision_thresholds == sent.model.decision_thresholds == pytest.approx((0.3, 0.5, 0.625))
+    assert msg.profile_from_json(msg.profile_to_json(sent)).model.subtype_thresholds == pytest.approx((0.5, 0.625))
+
+
+def two_class(p_positive: list[float]) -> np.ndarray:
+    p = np.array(p_positive)
+    return np.stack([1 - p, p], axis=1)
 
 
 def test_cases_without_an_roi_and_no_localiser_are_named_in_a_warning(caplog):

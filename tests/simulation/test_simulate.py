@@ -71,6 +71,17 @@ def assert_complete(run: Path, resumed: bool = False) -> None:
         # Per-case predictions stay at the site: in its output folder, not in the run's records.
         assert (run / "site_outputs" / site / run.name / "evaluation" / "predictions.csv").is_file()
         assert not any(isinstance(v, (list, dict)) for v in metrics.values())
+        assert 0.0 <= metrics["calib.clahdm.ece"] <= 1.0 and metrics["dca.n"] == record["n_cases"]
+        assert (run / "site_outputs" / site / run.name / "evaluation" / "calibration.png").is_file()
+    # What a clinical study reads: the preflight before round 1, which model was evaluated, its card.
+    preflight = rd.read_json(run / rd.PREFLIGHT_FILE)["sites"]
+    assert set(preflight) == set(SITES) and all(f["pre.duplicates"] == 0 for f in preflight.values())
+    info = rd.read_json(run / rd.RUN_FILE)
+    assert info["evaluated_model"] in info["models"] and set(info["temperatures"]) == set(thresholds)
+    report_md = (run / rd.REPORT_MD).read_text()
+    assert all(s in report_md for s in ("## Preflight", "## Model evaluated", "## Calibration", "## Decision curve"))
+    card = rd.read_json(run / rd.MODEL_CARD_JSON)
+    assert card["model"]["evaluated"] == info["evaluated_model"] and set(card["evaluation"]) == set(SITES)
 
 
 def test_two_round_simulation_writes_checkpoints_metrics_and_site_results(cache, tmp_path):
