@@ -256,10 +256,11 @@ def candidate_models(settings: Settings, profile: Profile, model: CLAHDM, record
     if best is not None:
         candidates["best"] = (best, with_thresholds(profile, best, recorder, "best", settings.temperature_scaling))
     evaluated = settings.evaluate_model if settings.evaluate_model in candidates else "final"
-    if settings.evaluate_model == "best" and best is None:
-        log.info("the best model by federated validation is the final one (%s)",
-                 "every sub-model's best round is its last" if recorder.best_rounds() else "no validation cases")
     best_rounds = recorder.best_rounds()
+    if settings.evaluate_model == "best" and best is None:
+        log.info("the sites evaluate the final model (%s)", "every sub-model's best round is its last"
+                 if best_rounds else "no validation cases to choose a best round")
+    last_is_best = bool(best_rounds) and all(r == recorder.completed(key) for key, r in best_rounds.items())
     chosen = {}
     for which, (_, used) in candidates.items():
         thresholds, how = recorder.decision_thresholds(profile.model.decision_thresholds, which)
@@ -270,7 +271,7 @@ def candidate_models(settings: Settings, profile: Profile, model: CLAHDM, record
                          "thresholds_before_temperature": dict(zip(LEVEL_BY_KEY, thresholds)),
                          "temperatures": dict(zip(LEVEL_BY_KEY, used.model.temperatures)),
                          # the final model is also the best one when validation picked every last round
-                         "best_by_validation": which == "best" or (best is None and bool(best_rounds))}
+                         "best_by_validation": which == "best" or last_is_best}
     recorder.models_chosen(chosen, evaluated)
     for which, (candidate, used) in candidates.items():
         if which != evaluated:

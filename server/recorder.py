@@ -246,10 +246,14 @@ class RunRecorder:
         best = self.best_rounds()
         if not best or all(r == self.completed(key) for key, r in best.items()):
             return None
+        files = {key: self.path / rd.best_checkpoint(key, server_round) for key, server_round in best.items()}
+        lost = [str(path) for path in files.values() if not path.is_file()]
+        if lost:  # the final model is complete: a lost file costs the choice, not the run
+            log.error("the best rounds' weights are gone (%s): only the final model can be evaluated", ", ".join(lost))
+            return None
         model = copy.deepcopy(final)
-        for key, server_round in best.items():
-            state = torch.load(self.path / rd.best_checkpoint(key, server_round), map_location="cpu", weights_only=True)
-            model.submodel(key).load_state_dict(state)
+        for key, path in files.items():
+            model.submodel(key).load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
         return model
 
     def decision_thresholds(self, defaults: tuple[float, float, float], which: str = "final"

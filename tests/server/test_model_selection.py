@@ -125,3 +125,12 @@ def test_fitted_temperatures_reach_the_model_and_move_its_thresholds(tmp_path, t
     unscaled = with_thresholds(tiny_profile, CLAHDM(tiny_profile.model), recorder)  # temperature_scaling off
     assert unscaled.model.temperatures == (1.0, 1.0, 1.0)
     assert unscaled.model.subtype_thresholds[0] == pytest.approx(threshold)
+
+
+def test_lost_best_weights_leave_the_final_model_to_evaluate(tmp_path, tiny_profile, caplog):
+    recorder, final, settings = validated_run(tmp_path, tiny_profile)
+    (tmp_path / "run" / rd.best_checkpoint(KEY, 2)).unlink()
+    with caplog.at_level("ERROR", logger="clafed.server"):
+        evaluated, candidates = candidate_models(settings, tiny_profile, final, recorder)
+    assert evaluated == "final" and set(candidates) == {"final"} and "weights are gone" in caplog.text
+    assert rd.read_json(tmp_path / "run" / rd.RUN_FILE)["models"]["final"]["best_by_validation"] is False
