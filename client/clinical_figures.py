@@ -16,12 +16,15 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
+import torch
 from matplotlib.figure import Figure
 
 from common import calibration as cal
 from common import decision_curve as dca
+from common.formatting import json_number
 from common.labels import LEVELS
 from common.metrics import level_subsets
+from common.model import assemble
 
 CALIBRATION_FILE = "calibration.png"
 DECISION_CURVE_FILE = "decision_curve.png"
@@ -29,9 +32,8 @@ MODELS = cal.CALIBRATED_MODELS
 
 
 def soft_from_levels(levels: np.ndarray) -> np.ndarray:
-    """The 4-class soft output from the three levels' P(positive) (common.model.assemble's product)."""
-    p1, p2, p3 = levels[:, 0], levels[:, 1], levels[:, 2]
-    return np.stack([(1 - p1) * (1 - p2), (1 - p1) * p2, p1 * (1 - p3), p1 * p3], axis=1)
+    """The 4-class soft output the model gives for the three levels' P(positive)."""
+    return assemble(*torch.as_tensor(levels, dtype=torch.float64).T).soft.numpy()
 
 
 def clinical_figures(y: np.ndarray, levels: np.ndarray, temperatures: Sequence[float]) -> dict[str, float]:
@@ -45,10 +47,9 @@ def clinical_figures(y: np.ndarray, levels: np.ndarray, temperatures: Sequence[f
     for level, (rows, targets), k in zip(LEVELS, level_subsets(np.asarray(y)), range(3)):
         prefix = f"calib.{level.key}"
         out |= cal.binary_calibration(targets, levels[rows, k], prefix)
-        out[f"{prefix}.ece_uncalibrated"] = cal.binary_calibration(targets, raw[rows, k], prefix)[f"{prefix}.ece"]
+        out[f"{prefix}.ece_uncalibrated"] = cal.ece(*cal.reliability(raw[rows, k], targets))
     out |= cal.top_label_calibration(y, soft_from_levels(levels), "calib.clahdm")
-    out["calib.clahdm.ece_uncalibrated"] = cal.top_label_calibration(y, soft_from_levels(raw), "calib.clahdm")[
-        "calib.clahdm.ece"]
+    out["calib.clahdm.ece_uncalibrated"] = cal.ece(*cal.reliability(*cal.top_label(y, soft_from_levels(raw))))
     malignant = (np.asarray(y) >= 2).astype(int)  # lymphoma, metastatic (common.labels.CLASSES order)
     out |= dca.curve_figures(malignant, levels[:, 0])
     return out
@@ -74,20 +75,17 @@ def readable(figures: Mapping[str, float]) -> dict:
     for model in MODELS:
         count, mean, observed = cal.pooled_bins([figures], f"calib.{model}")
         calibration[model] = {
-            "ece": _number(figures.get(f"calib.{model}.ece")),
-            "ece_before_temperature_scaling": _number(figures.get(f"calib.{model}.ece_uncalibrated")),
+            "ece": json_number(figures.get(f"calib.{model}.ece")),
+            "ece_before_temperature_scaling": json_number(figures.get(f"calib.{model}.ece_uncalibrated")),
             "bins": [{"range": [b / cal.RELIABILITY_BINS, (b + 1) / cal.RELIABILITY_BINS], "n": int(count[b]),
-                      "mean_predicted": _number(mean[b]), "observed": _number(observed[b])}
+                      "mean_predicted": json_number(mean[b]), "observed": json_number(observed[b])}
                      for b in range(cal.RELIABILITY_BINS)]}
     curve = dca.site_curve(figures)
     decision = None
     if curve is not None:
         nb, prevalence, n = curve
-        decision = {"thresholds": list(dca.THRESHOLDS), "net_benefit": [_number(v) for v in nb],
-                    "biopsy_all": [_number(v) for v in dca.treat_all(prevalence)], "prevalence": prevalence,
+        decision = {"thresholds": list(dca.THRESHOLDS), "net_benefit": [json_number(v) for v in nb],
+                    "biopsy_all": [json_number(v) for v in dca.treat_all(prevalence)], "prevalence": prevalence,
                     "n_cases": int(n)}
     return {"calibration": calibration, "decision_curve_submodel1": decision}
 
-
-def _number(value) -> float | None:
-    return None if value is None or np.isnan(float(value)) else float(value)

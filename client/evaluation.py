@@ -32,6 +32,7 @@ from common import metrics as m
 from common.bootstrap import bootstrap_ci
 from common.config import DataConfig
 from common.dataset import CaseDataset
+from common.formatting import json_number
 from common.labels import CLASSES, LEVELS
 from common.localiser import propose_missing_rois
 from common.manifest import Case
@@ -187,8 +188,8 @@ def write_predictions(path: Path, preds: Predictions) -> None:
 def readable_metrics(figures: Mapping[str, float], n_resamples: int, seed: int) -> dict[str, Any]:
     """The flat figures regrouped for people: {model: {figure: {value, low, high}}} plus counts."""
     def ci(key: str) -> dict[str, Any]:
-        return {"value": _json_number(figures[key]), "low": _json_number(figures[f"{key}.low"]),
-                "high": _json_number(figures[f"{key}.high"]), "resamples_defined": int(figures[f"{key}.n"])}
+        return {"value": json_number(figures[key]), "low": json_number(figures[f"{key}.low"]),
+                "high": json_number(figures[f"{key}.high"]), "resamples_defined": int(figures[f"{key}.n"])}
 
     k = len(CLASSES)
     out: dict[str, Any] = {
@@ -209,9 +210,6 @@ def readable_metrics(figures: Mapping[str, float], n_resamples: int, seed: int) 
     }
     return out
 
-
-def _json_number(value: float) -> float | None:
-    return None if math.isnan(value) else float(value)
 
 
 def plot_roc(y: np.ndarray, soft: np.ndarray, path: Path) -> None:

@@ -42,6 +42,7 @@ patients, and are always sent.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import math
 import statistics
@@ -193,35 +194,30 @@ def _range(values: list[float]) -> Range:
     return Range(len(values), min(values), statistics.median(values), max(values))
 
 
-def _read_header(path: Path, max_pixels: int) -> tuple[tuple[int, int] | None, str]:
-    """(width, height) from the file's header, checking its structure without decoding pixels;
-    (None, why) when the file is missing or unreadable."""
+def _inspect(path: Path, max_pixels: int) -> tuple[tuple[int, int] | None, str, str | None]:
+    """(width, height), why it is unreadable ('' when readable) and the sha256 of the file's bytes,
+    from one read: the header and structure are checked without decoding pixels."""
     from PIL import Image
 
-    if not path.is_file():
-        return None, "missing file"
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None, "missing file" if not path.exists() else "unreadable file", None
+    digest = hashlib.sha256(data).hexdigest()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as image:  # lazy: the header only
+            with Image.open(io.BytesIO(data)) as image:  # lazy: the header only
                 size = image.size
                 image.verify()  # PNG: chunk structure and checksums, no decompression
     except Image.DecompressionBombError:
-        return None, "too large for Pillow to open (a decompression bomb?)"
+        return None, "too large for Pillow to open (a decompression bomb?)", digest
     except Exception as err:  # noqa: BLE001 -- any failure of a broken file is counted, not raised
         detail = str(err).replace(str(path), path.name)  # the path is listed beside the reason
-        return None, f"unreadable image ({type(err).__name__}: {detail})"
+        return None, f"unreadable image ({type(err).__name__}: {detail})", digest
     if size[0] * size[1] > max_pixels:
-        return None, f"{size[0]}x{size[1]} px, more than the site's max_image_pixels ({max_pixels:,})"
-    return size, ""
-
-
-def _sha256(path: Path) -> str | None:
-    try:
-        with path.open("rb") as handle:
-            return hashlib.file_digest(handle, "sha256").hexdigest()
-    except OSError:
-        return None
+        return None, f"{size[0]}x{size[1]} px, more than the site's max_image_pixels ({max_pixels:,})", digest
+    return size, "", digest
 
 
 def _spacing(case: Case, axis: str) -> float | None:
@@ -239,21 +235,19 @@ def site_preflight(site: SiteData) -> Preflight:
     cohorts = {"train": site.train_cases + site.validation_cases, "heldout": site.heldout_cases}
     refs = [ImageRef(case.case_id, modality, str(getattr(case, f"{modality}_path")), cohort)
             for cohort, cases in cohorts.items() for case in cases for modality in MODALITIES]
-    headers: dict[str, tuple[tuple[int, int] | None, str]] = {}
-    hashes: dict[str, str | None] = {}
+    inspected: dict[str, tuple[tuple[int, int] | None, str, str | None]] = {}
     sizes: dict[str, list[tuple[int, int]]] = defaultdict(list)
     unreadable, by_hash = [], defaultdict(list)
     for ref in refs:  # a file used twice is read once
-        if ref.path not in headers:
-            headers[ref.path] = _read_header(Path(ref.path), config.max_image_pixels)
-            hashes[ref.path] = _sha256(Path(ref.path)) if Path(ref.path).is_file() else None
-        size, reason = headers[ref.path]
+        if ref.path not in inspected:
+            inspected[ref.path] = _inspect(Path(ref.path), config.max_image_pixels)
+        size, reason, digest = inspected[ref.path]
         if size is None:
             unreadable.append(ImageIssue(ref.case_id, ref.modality, ref.path, reason))
         else:
             sizes[ref.modality].append(size)
-        if hashes[ref.path] is not None:
-            by_hash[hashes[ref.path]].append(ref)
+        if digest is not None:
+            by_hash[digest].append(ref)
     duplicates = [DuplicateGroup(digest, members) for digest, members in sorted(by_hash.items()) if len(members) > 1]
     every_case = cohorts["train"] + cohorts["heldout"]
     spacing = {}

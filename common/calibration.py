@@ -20,11 +20,13 @@ from typing import Any
 
 import numpy as np
 
+from common.labels import LEVELS
+
 # Log-spaced temperatures from 1/4 to 4 (1.0 is on the grid: the uncalibrated network).
 TEMPERATURES: tuple[float, ...] = tuple(float(t) for t in np.exp(np.linspace(math.log(0.25), math.log(4.0), 41)))
 RELIABILITY_BINS = 10
 # What a site's calibration figures describe: each sub-model's P(positive), and the 4-class output.
-CALIBRATED_MODELS: tuple[str, ...] = ("submodel1", "submodel2", "submodel3", "clahdm")
+CALIBRATED_MODELS: tuple[str, ...] = tuple(level.key for level in LEVELS) + ("clahdm",)
 EPS = 1e-7
 
 
@@ -100,14 +102,17 @@ def binary_calibration(targets: np.ndarray, p_positive: np.ndarray, prefix: str)
     return _figures(prefix, count, mean, share)
 
 
-def top_label_calibration(targets: np.ndarray, proba: np.ndarray, prefix: str) -> dict[str, float]:
-    """ECE and reliability bins of a multi-class output's top-label confidence (correct = argmax right)."""
+def top_label(targets: np.ndarray, proba: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A multi-class output's top-label confidence and whether its argmax is right, per case."""
     proba = np.asarray(proba, dtype=float)
     if len(targets) == 0:
-        count, mean, share = reliability(np.zeros(0), np.zeros(0))
-    else:
-        count, mean, share = reliability(proba.max(axis=1), proba.argmax(axis=1) == targets)
-    return _figures(prefix, count, mean, share)
+        return np.zeros(0), np.zeros(0)
+    return proba.max(axis=1), proba.argmax(axis=1) == targets
+
+
+def top_label_calibration(targets: np.ndarray, proba: np.ndarray, prefix: str) -> dict[str, float]:
+    """ECE and reliability bins of a multi-class output's top-label confidence (correct = argmax right)."""
+    return _figures(prefix, *reliability(*top_label(targets, proba)))
 
 
 def _figures(prefix: str, count: np.ndarray, mean: np.ndarray, share: np.ndarray) -> dict[str, float]:
@@ -116,10 +121,6 @@ def _figures(prefix: str, count: np.ndarray, mean: np.ndarray, share: np.ndarray
         out |= {f"{prefix}.bin.{b}.n": float(count[b]), f"{prefix}.bin.{b}.mean": float(mean[b]),
                 f"{prefix}.bin.{b}.observed": float(share[b])}
     return out
-
-
-def bin_keys(prefix: str) -> list[str]:
-    return [f"{prefix}.bin.{b}.{part}" for b in range(RELIABILITY_BINS) for part in ("n", "mean", "observed")]
 
 
 def suppress_small_bins(figures: Mapping[str, float], min_cell: int) -> dict[str, float]:

@@ -11,6 +11,11 @@ def is_missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
+def json_number(value: Any) -> float | None:
+    """A figure for strict JSON: None where it is undefined (None or NaN)."""
+    return None if is_missing(value) else float(value)
+
+
 def format_ci(point: float | None, low: float | None = None, high: float | None = None, digits: int = 3) -> str:
     """'0.850 (0.808–0.883)'; the point alone when the interval is undefined; 'n/a' without a point."""
     if is_missing(point):

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from common.calibration import CALIBRATED_MODELS
-from common.formatting import md_table
+from common.formatting import format_ci, json_number, md_table
 from common.labels import CLASSES, LEVELS
 from common.signing import checkpoint_digest, signature_path
 from server import run_dir as rd
@@ -50,11 +50,8 @@ def _version() -> str:
 
 
 def _figure(metrics: dict, key: str) -> dict[str, float | None]:
-    def number(k: str) -> float | None:
-        value = metrics.get(k)
-        return None if value is None or value != value else float(value)  # NaN -> None
-
-    return {"value": number(key), "low": number(f"{key}.low"), "high": number(f"{key}.high")}
+    return {part: json_number(metrics.get(k)) for part, k in (("value", key), ("low", f"{key}.low"),
+                                                               ("high", f"{key}.high"))}
 
 
 def _file_sha256(path: Path) -> str | None:
@@ -123,14 +120,6 @@ def build_card(run_path: Path) -> dict[str, Any]:
     }
 
 
-def _ci(figure: dict) -> str:
-    if figure["value"] is None:
-        return "n/a"
-    if figure["low"] is None or figure["high"] is None:
-        return f"{figure['value']:.3f}"
-    return f"{figure['value']:.3f} ({figure['low']:.3f}–{figure['high']:.3f})"
-
-
 def _values(figures: dict | None) -> str:
     return ", ".join(f"{k} {float(v):.3f}" for k, v in figures.items()) if figures else "n/a"
 
@@ -162,7 +151,8 @@ def card_markdown(card: dict[str, Any]) -> str:
                            for s in training["sites"]]), ""]
     if card["evaluation"]:
         names = [label for _, label in HEADLINE]
-        rows = [[site, e["n_cases"], *(_ci(e[key]) for key, _ in HEADLINE)] for site, e in card["evaluation"].items()]
+        rows = [[site, e["n_cases"], *(format_ci(e[key]["value"], e[key]["low"], e[key]["high"]) for key, _ in HEADLINE)]
+                for site, e in card["evaluation"].items()]
         lines += ["## Performance on the held-out cohorts (95 % bootstrap CI)", "",
                   md_table(["site", "cases", *names], rows), ""]
         rows = [[site, *(f"{c[m]['ece']:.3f}" if c[m]["ece"] is not None else "n/a" for m in c)]

@@ -115,9 +115,8 @@ def write_report(run_dir: Path, out_dir: Path | None = None) -> tuple[Path, Path
     for block in blocks:
         for name, png in block.plots.items():
             (plots / name).write_bytes(png)
-    primary, compared = primary_run(run_dir)
-    for run in {primary.path, *(r.path for r in compared.values())}:  # the card lives beside its model
-        write_model_card(run)
+    for folder in rd.compared_runs(run_dir).values() or [run_dir]:  # the card lives beside its model
+        write_model_card(folder)
     md_path, html_path = out_dir / rd.REPORT_MD, out_dir / rd.REPORT_HTML
     md_path.write_text(render_markdown(blocks), encoding="utf-8")
     html_path.write_text(render_html(blocks, f"clafed report: {run_dir.resolve().name}"), encoding="utf-8")
