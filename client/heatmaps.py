@@ -243,6 +243,23 @@ def render_picture(explanation: CaseExplanation, bus: np.ndarray, cdfi: np.ndarr
     return np.vstack([header] + [part for row in rows for part in (gap, row)] + [gap, footer])
 
 
+def case_picture(bus: np.ndarray, cdfi: np.ndarray, roi: tuple[int, int, int, int] | None,
+                 lines: list[str]) -> np.ndarray:
+    """A case's two images side by side, the node's box in grey, under a few lines of text: what
+    a site's results page shows for a case the evaluation drew no heatmap for."""
+    panels = []
+    for image, label in ((bus, "BUS"), (cdfi, "CDFI")):
+        image = image.copy()
+        if roi is not None:
+            x, y, w, h = map(int, roi)
+            cv2.rectangle(image, (x, y), (x + w - 1, y + h - 1), (150, 150, 150), max(1, round(max(image.shape[:2]) / 400)))
+        panels.append(_panel(image, label))
+    pair = np.hstack([panels[0], np.full((PANEL_HEIGHT, 6, 3), _BACKGROUND, np.uint8), panels[1]])
+    header = _text_block([(text, _ACCENT if i == 0 else _TEXT, 0.7 if i == 0 else 0.5) for i, text in enumerate(lines)],
+                         pair.shape[1])
+    return np.vstack([header, pair])
+
+
 def write_picture(path: str | Path, picture: np.ndarray) -> Path:
     """Write an RGB picture as PNG (folders created); raises OSError if it cannot be written."""
     path = Path(path)

@@ -187,21 +187,15 @@ def check_images(case, min_size: int):
 
 
 def _predict_case(loaded, case, out_dir: Path, device, dicom: dict | None = None) -> dict:
-    from client.heatmaps import explain_images, picture_name, render_picture, write_picture
-    from common.localiser import propose_box
+    from client.diagnosis import diagnose
+    from client.heatmaps import picture_name, render_picture, write_picture
 
     bus, cdfi = check_images(case, loaded.data_config.min_image_size)
-    roi, source, proposed = case.roi, "given", None
-    if roi is None and loaded.model.has_localiser:
-        roi = proposed = propose_box(loaded.model.localiser, bus, loaded.data_config.localiser_size, device)
-        source = "proposed by the localiser"
-    elif roi is None:
-        source = "none (whole image: the model has no localiser)"
-    explanation = explain_images(loaded.model, bus, cdfi, roi, loaded.data_config, device, case.case_id)
-    rendered = render_picture(explanation, bus, cdfi, truth=case.label, proposed=proposed)
+    diagnosis = diagnose(loaded, bus, cdfi, case.roi, case.case_id, device)
+    rendered = render_picture(diagnosis.explanation, bus, cdfi, truth=case.label, proposed=diagnosis.proposed)
     picture = write_picture(out_dir / picture_name(case.case_id), rendered)
-    result = dict(explanation.to_dict(), label=case.label, roi=list(roi) if roi else None, roi_source=source,
-                  bus=str(case.bus_path), cdfi=str(case.cdfi_path), picture=str(picture))
+    result = dict(diagnosis.to_dict(), label=case.label, bus=str(case.bus_path), cdfi=str(case.cdfi_path),
+                  picture=str(picture))
     if dicom is not None:
         result["dicom"] = write_dicom(result, rendered, out_dir, picture_name(case.case_id), dicom)
     return result

@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "server": ("server.launch_cli", "start the coordinator's SuperLink (TLS, node authentication, database)"),
     "client": ("client.launch_cli", "start this hospital's SuperNode from its site YAML"),
     "evaluate": ("client.evaluate_cli", "evaluate a CLA-HDM checkpoint on a site's cases, locally (CSV, ROC, CIs)"),
+    "serve": ("common.serve_cli", "web app: diagnose a case, browse a site's results, watch a run (127.0.0.1)"),
     "report": ("server.report_cli", "rebuild report.md and report.html from a run directory's saved records"),
 }
 

@@ -1,6 +1,7 @@
 """Reading ultrasound images with OpenCV, ROI cropping and conversion to normalised tensors."""
 from __future__ import annotations
 
+import io
 import re
 from pathlib import Path
 
@@ -25,7 +26,7 @@ class ImageError(ClafedError, ValueError):
     """An image is missing, unreadable or unsuitable; the message names the file."""
 
 
-def image_size(path: Path) -> tuple[int, int] | None:
+def image_size(path: Path | io.BytesIO) -> tuple[int, int] | None:
     """(width, height) from the file's header without decoding it; None when Pillow cannot tell."""
     from PIL import Image, UnidentifiedImageError
 
@@ -48,15 +49,30 @@ def read_image(path: str | Path, max_pixels: int | None = MAX_PIXELS) -> np.ndar
     path = Path(path)
     if not path.is_file():
         raise ImageError(f"missing file {path}")
-    size = image_size(path) if max_pixels is not None else None
-    if max_pixels is not None and size is not None and size[0] * size[1] > max_pixels:
-        shape = f"{size[0]}x{size[1]} px" if size[1] > 1 else f"{size[0]:,} pixels"
-        raise ImageError(f"image too large: {path} is {shape}, more than {max_pixels:,} pixels "
-                         "(raise max_image_pixels in the site YAML if this is a real frame)")
+    if max_pixels is not None:
+        _check_pixels(str(path), image_size(path), max_pixels)
     data = np.fromfile(path, dtype=np.uint8)  # imread cannot report why it failed; decode can't either
+    return _decode(data, str(path))
+
+
+def decode_image(data: bytes, name: str, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """`read_image` for bytes held in memory (an upload), `name` naming them in errors."""
+    _check_pixels(name, image_size(io.BytesIO(data)), max_pixels)
+    return _decode(np.frombuffer(data, dtype=np.uint8), name)
+
+
+def _check_pixels(name: str, size: tuple[int, int] | None, max_pixels: int) -> None:
+    """Refuse, from the header's size, an image too large to decode."""
+    if size is not None and size[0] * size[1] > max_pixels:
+        shape = f"{size[0]}x{size[1]} px" if size[1] > 1 else f"{size[0]:,} pixels"
+        raise ImageError(f"image too large: {name} is {shape}, more than {max_pixels:,} pixels "
+                         "(raise max_image_pixels in the site YAML if this is a real frame)")
+
+
+def _decode(data: np.ndarray, name: str) -> np.ndarray:
     image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     if image is None:
-        raise ImageError(f"unreadable image {path} (not a PNG/JPEG/BMP, or corrupt)")
+        raise ImageError(f"unreadable image {name} (not a PNG/JPEG/BMP, or corrupt)")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 

@@ -105,17 +105,26 @@ def image_problems(bus_path: Path, cdfi_path: Path, roi: tuple[float, float, flo
             problems.append(f"{column}: {err}")
             continue
         images.append(image)
-        if min(image.shape[:2]) < min_size:
-            problems.append(f"{column}: image too small: {path} ({image.shape[1]}x{image.shape[0]} px, "
-                            f"minimum {min_size} px per side)")
-        if column == "cdfi_path" and colour_fraction(image) < MIN_COLOUR_FRACTION:
-            problems.append(f"cdfi_path: no Doppler colour at all in {path} (a B-mode image?)")
-        if roi is not None:
-            x, y, w, h = roi
-            if x + w > image.shape[1] or y + h > image.shape[0]:
-                problems.append(f"ROI {x:g},{y:g},{w:g},{h:g} lies outside the {column} image {path} "
-                                f"({image.shape[1]}x{image.shape[0]} px)")
+        problems += decoded_image_problems(column, str(path), image, roi, min_size)
     return images, problems
+
+
+def decoded_image_problems(column: str, name: str, image: np.ndarray, roi: tuple[float, float, float, float] | None,
+                           min_size: int) -> list[str]:
+    """What makes one decoded image of a case unusable (`column`: bus_path or cdfi_path; `name`
+    names the file or upload in the message)."""
+    problems = []
+    if min(image.shape[:2]) < min_size:
+        problems.append(f"{column}: image too small: {name} ({image.shape[1]}x{image.shape[0]} px, "
+                        f"minimum {min_size} px per side)")
+    if column == "cdfi_path" and colour_fraction(image) < MIN_COLOUR_FRACTION:
+        problems.append(f"cdfi_path: no Doppler colour at all in {name} (a B-mode image?)")
+    if roi is not None:
+        x, y, w, h = roi
+        if x + w > image.shape[1] or y + h > image.shape[0]:
+            problems.append(f"ROI {x:g},{y:g},{w:g},{h:g} lies outside the {column} image {name} "
+                            f"({image.shape[1]}x{image.shape[0]} px)")
+    return problems
 
 
 def load_cases(path: str | Path, check_images: bool = True, min_size: int = DEFAULT_MIN_SIZE,

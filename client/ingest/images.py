@@ -32,7 +32,7 @@ class ImageOptions:
 class ReadyImage:
     """An image ready to write: its cropped RGB frame and what was decided on the way."""
 
-    instance: Instance
+    instance: Instance | None  # None for a dataset read from memory (an upload to `clafed serve`)
     kind: str  # BMODE | CDFI
     rgb: np.ndarray  # cropped to the imaging region
     crop: tuple[int, int, int, int]  # (x, y, w, h) in the stored frame
@@ -51,6 +51,12 @@ def prepare_image(instance: Instance, options: ImageOptions, inventory: PrivacyI
         ds = pydicom.dcmread(instance.path)
     except Exception as err:
         raise ValueError(f"unreadable DICOM ({type(err).__name__}: {err})") from None
+    return prepare_dataset(ds, options, inventory, instance)
+
+
+def prepare_dataset(ds, options: ImageOptions, inventory: PrivacyInventory,
+                    instance: Instance | None = None) -> ReadyImage:
+    """`prepare_image` for a dataset already read; ValueError says why it cannot be used."""
     rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
     if rows < 1 or cols < 1:
         raise ValueError("no Rows/Columns in the header")
