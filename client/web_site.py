@@ -8,6 +8,7 @@ one of a fixed list of names, a case one of the ids in that run's predictions.cs
 from __future__ import annotations
 
 import csv
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from common.formatting import format_ci
 from common.imaging import ImageError, read_image
 from common.labels import CLASSES, LEVELS
 from common.manifest import Case
-from common.web.app import Page, bad_request, page_data, render
+from common.web.app import Page, bad_request, page_data, png_bytes, render
 
 FIGURES = (ROC_FILE, CONFUSION_FILE, "calibration.png", "decision_curve.png")
 # The headline of each evaluation: (where in its metrics.json, label).
@@ -55,8 +56,6 @@ class Evaluation:
         return out
 
     def headline(self) -> list[dict]:
-        import json
-
         path = self.folder / METRICS_FILE
         metrics = json.loads(path.read_text()) if path.is_file() else {}
         out = []
@@ -123,8 +122,6 @@ class SiteResults:
         lines = [f"{case_id}: predicted {row['predicted']}" + (f"   (recorded: {row['label']})" if row["label"] else ""),
                  "   ".join(f"{c} {p:.2f}" for c, p in row["probabilities"].items() if p is not None),
                  "no heatmap was drawn for this case at evaluation (heatmaps in the site YAML)"]
-        from common.web.app import png_bytes
-
         return Response(png_bytes(case_picture(bus, cdfi, case.roi, lines)), media_type="image/png")
 
 
