@@ -148,6 +148,16 @@ NODE_OUTLINE = (80, 230, 80)
 PROPOSED_BOX = (240, 220, 40)  # yellow: apart from the grey input box, green outline and Doppler colours
 
 
+def heat_colours(heat: np.ndarray) -> np.ndarray:
+    """A map in [0, 1] as RGB uint8 in the JET colormap the pictures and the web page share."""
+    level = np.round(np.clip(heat, 0, 1) * 255).astype(np.uint8)
+    return cv2.cvtColor(cv2.applyColorMap(level, cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
+
+
+def _line_width(image: np.ndarray) -> int:
+    return max(1, round(max(image.shape[:2]) / 400))
+
+
 def overlay(image: np.ndarray, heat: np.ndarray, box: tuple[int, int, int, int] | None = None,
             outline: np.ndarray | None = None, proposed: tuple[int, int, int, int] | None = None) -> np.ndarray:
     """RGB image with the heatmap blended in (JET colormap), opaque only where the heat is.
@@ -157,11 +167,11 @@ def overlay(image: np.ndarray, heat: np.ndarray, box: tuple[int, int, int, int] 
     grey, `outline` (a bool mask of the node, when the site has one) in green, and `proposed` (the
     localiser's box, when it chose the ROI) in yellow.
     """
-    colour = cv2.cvtColor(cv2.applyColorMap(np.uint8(np.round(heat * 255)), cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
+    colour = heat_colours(heat)
     alpha = (0.6 * heat)[..., None]
     out = np.uint8(np.round(image * (1 - alpha) + colour * alpha))
     contours, _ = cv2.findContours(np.uint8(heat >= 0.5), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    thickness = max(1, round(max(image.shape[:2]) / 400))
+    thickness = _line_width(image)
     cv2.drawContours(out, contours, -1, (255, 255, 255), thickness, cv2.LINE_AA)
     if box is not None:
         x, y, w, h = box
@@ -252,7 +262,7 @@ def case_picture(bus: np.ndarray, cdfi: np.ndarray, roi: tuple[int, int, int, in
         image = image.copy()
         if roi is not None:
             x, y, w, h = map(int, roi)
-            cv2.rectangle(image, (x, y), (x + w - 1, y + h - 1), (150, 150, 150), max(1, round(max(image.shape[:2]) / 400)))
+            cv2.rectangle(image, (x, y), (x + w - 1, y + h - 1), (150, 150, 150), _line_width(image))
         panels.append(_panel(image, label))
     pair = np.hstack([panels[0], np.full((PANEL_HEIGHT, 6, 3), _BACKGROUND, np.uint8), panels[1]])
     header = _text_block([(text, _ACCENT if i == 0 else _TEXT, 0.7 if i == 0 else 0.5) for i, text in enumerate(lines)],

@@ -122,7 +122,7 @@ def _cases(args: argparse.Namespace):
     from common.validation import load_cases
 
     if args.bus is not None:
-        case_id = args.case_id or _strip_kind(args.bus.stem)
+        case_id = args.case_id or case_stem(args.bus.stem)
         return [Case(case_id, args.bus, args.cdfi, None, "", roi=args.roi)], []
     if args.manifest is not None:
         # Images are checked case by case below, so one bad file does not stop the others.
@@ -140,7 +140,8 @@ def _dicom_inputs(args: argparse.Namespace) -> dict:
                            "signature_verified": args.public_key is not None}}  # verified above, or refused
 
 
-def _strip_kind(stem: str) -> str:
+def case_stem(stem: str) -> str:
+    """A case id from an image's file name: `h1-0001_bus` -> `h1-0001`."""
     match = PAIR_NAME.match(stem)
     return match["case"] if match else stem
 

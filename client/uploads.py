@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import io
 import re
 from dataclasses import dataclass
 
@@ -44,7 +45,8 @@ def decode_upload(slot: str, name: object, data_b64: object, max_pixels: int = M
     """Decode one upload (base64 text) for `slot`; UploadError says what is wrong with it."""
     if slot not in SLOTS:
         raise UploadError(f"unknown image slot {slot!r} (bus or cdfi)")
-    label = f"{SLOTS[slot]} image {safe_name(name)}"
+    name = safe_name(name)
+    label = f"{SLOTS[slot]} image {name}"
     if not isinstance(data_b64, str) or not data_b64:
         raise UploadError(f"{label}: no file content was sent")
     try:
@@ -58,12 +60,10 @@ def decode_upload(slot: str, name: object, data_b64: object, max_pixels: int = M
             rgb, source = decode_image(data, label, max_pixels), "PNG/JPEG"
         except ImageError as err:
             raise UploadError(str(err)) from None
-    return Upload(slot, safe_name(name), rgb, source)
+    return Upload(slot, name, rgb, source)
 
 
 def _dicom_frame(data: bytes, slot: str, label: str, max_pixels: int) -> tuple[np.ndarray, str]:
-    import io
-
     import pydicom
 
     from client.ingest.images import BMODE, CDFI, ImageOptions, prepare_dataset

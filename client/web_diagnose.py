@@ -13,7 +13,6 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 from fastapi import APIRouter, Request
@@ -21,7 +20,8 @@ from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
 
 from client.diagnosis import diagnose
-from client.heatmaps import render_picture
+from client.heatmaps import heat_colours, render_picture
+from client.predict_cli import case_stem
 from client.uploads import Upload, UploadError, decode_upload, safe_name
 from common.checkpoint import LoadedModel
 from common.labels import CLASSES
@@ -82,10 +82,8 @@ def checked_roi(values: list[float] | None) -> tuple[int, int, int, int] | None:
 def heat_layer(heat: np.ndarray) -> str:
     """A level's map as an RGBA PNG (JET colours, transparent where cold), for the page to lay over
     the image at the opacity its slider sets; at full opacity it matches the pictures' blend."""
-    level = np.round(np.clip(heat, 0, 1) * 255).astype(np.uint8)
-    colour = cv2.cvtColor(cv2.applyColorMap(level, cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
-    alpha = level[..., None]
-    return png_data_url(np.concatenate([colour, alpha], axis=2))
+    alpha = np.round(np.clip(heat, 0, 1) * 255).astype(np.uint8)[..., None]
+    return png_data_url(np.concatenate([heat_colours(heat), alpha], axis=2))
 
 
 class Diagnoser:
@@ -95,13 +93,14 @@ class Diagnoser:
         self.loaded, self.info, self.device, self.max_pixels = loaded, info, device, max_pixels
         self._lock = threading.Lock()
 
-    def upload(self, slot: str, image: ImageUpload) -> Upload:
+    def upload(self, slot: str, image: ImageUpload, roi: tuple[int, int, int, int] | None = None) -> Upload:
+        """The decoded upload, checked as the site checks its own images (with the box, when given)."""
         try:
             upload = decode_upload(slot, image.name, image.data, self.max_pixels)
         except UploadError as err:
             raise bad_request(str(err)) from None
         column = "bus_path" if slot == "bus" else "cdfi_path"
-        problems = decoded_image_problems(column, upload.name, upload.rgb, None, self.loaded.data_config.min_image_size)
+        problems = decoded_image_problems(column, upload.name, upload.rgb, roi, self.loaded.data_config.min_image_size)
         if problems:
             raise bad_request("; ".join(problems))
         return upload
@@ -117,13 +116,9 @@ class Diagnoser:
                                     self.device))
 
     def run(self, request: DiagnoseRequest) -> dict:
-        bus, cdfi = self.upload("bus", request.bus), self.upload("cdfi", request.cdfi)
         roi = checked_roi(request.roi)
-        problems = [p for slot, image in (("bus_path", bus), ("cdfi_path", cdfi))
-                    for p in decoded_image_problems(slot, image.name, image.rgb, roi, 1)]
-        if problems:
-            raise bad_request("; ".join(problems))
-        case_id = safe_name(request.case_id) if request.case_id else Path(bus.name).stem.removesuffix("_bus")
+        bus, cdfi = self.upload("bus", request.bus, roi), self.upload("cdfi", request.cdfi, roi)
+        case_id = safe_name(request.case_id) if request.case_id else case_stem(Path(bus.name).stem)
         with self._lock:
             diagnosis = diagnose(self.loaded, bus.rgb, cdfi.rgb, roi, case_id, self.device)
         explanation = diagnosis.explanation
@@ -133,7 +128,6 @@ class Diagnoser:
                            cdfi_source=cdfi.source, model=self.info.file, model_sha256=self.info.sha256),
             "classes": list(CLASSES),
             "images": {"bus": png_data_url(bus.rgb), "cdfi": png_data_url(cdfi.rgb)},
-            "boxes": {"bus": list(explanation.bus_box), "cdfi": list(explanation.cdfi_box)},
             "levels": [{"level": s.level.key, "title": s.level.title, "class": s.name, "probability": s.probability,
                         "bus": heat_layer(s.bus), "cdfi": heat_layer(s.cdfi)} for s in explanation.steps],
             "picture": png_data_url(picture),

@@ -89,7 +89,6 @@ def _diagnose_page(args: argparse.Namespace, max_pixels: int | None):
         verify_checkpoint(args.model, args.public_key)  # SignatureError: refuse to start
     loaded = load_checkpoint(args.model)
     device = resolve_device(args.device)
-    loaded.model.to(device)
     info = ModelInfo.describe(args.model, loaded, args.public_key)
     return diagnose_page(Diagnoser(loaded, info, device, max_pixels or MAX_IMAGE_PIXELS))
 

@@ -134,9 +134,10 @@ def changed_settings(before: dict, now: dict) -> list[str]:
     return sorted(k for k in set(before) | set(now) if k not in RESUMABLE_SETTINGS and before.get(k) != now.get(k))
 
 
-def run_problems(run_dir: Path) -> list[str]:
+def run_problems(run_dir: Path, running: bool = False) -> list[str]:
     """Every way a finished (or stopped) run fell short: sites that failed to join, failed or stayed
-    silent in a round, failed their evaluation, or a run that never finished."""
+    silent in a round, failed their evaluation, or a run that never finished (unless `running`:
+    a run still in progress has not finished yet)."""
     run_dir = Path(run_dir)
     info = read_json(run_dir / RUN_FILE, {})
     problems = [f"could not take part: {reason}" for reason in info.get("site_failures", [])]
@@ -146,6 +147,6 @@ def run_problems(run_dir: Path) -> list[str]:
         problems += [f"{where}: {site} sent no reply" for site in record.get("silent_sites", [])]
     problems += [f"evaluation at {site} failed: {reason}"
                  for site, reason in read_json(run_dir / FAILURES_FILE, {}).items()]
-    if "finished" in info and not info["finished"]:  # set to None when a run starts, to a time at its end
+    if not running and "finished" in info and not info["finished"]:  # set to None when a run starts, to a time at its end
         problems.append("the run did not finish (see its log; resume it with --resume / resume=true)")
     return problems

@@ -47,6 +47,7 @@ def run_status(folder: Path) -> dict:
     last = records[-1] if records else None
     finished = info.get("finished")
     ledger = rd.read_jsonl(folder / rd.LEDGER_FILE)
+    planned = _planned(info)
     return {
         "run": folder.name, "mode": info.get("mode"), "profile": info.get("profile"),
         "strategy": info.get("strategy"), "protocol": info.get("protocol"), "started": info.get("started"),
@@ -54,14 +55,14 @@ def run_status(folder: Path) -> dict:
         "sites": [{"name": s.get("name"), "role": s.get("role"), "cohort": s.get("cohort")}
                   for s in info.get("sites", [])],
         "site_failures": info.get("site_failures", []),
-        "phases": [{"phase": p, "completed": state.get("completed", {}).get(p, 0), "planned": _planned(info).get(p)}
-                   for p in PHASES if p in series or _planned(info).get(p)],
+        "phases": [{"phase": p, "completed": state.get("completed", {}).get(p, 0), "planned": planned[p]}
+                   for p in PHASES if p in series or planned[p]],
         "current": {"phase": last["level"], "round": last["round"], "time": last.get("time")} if last else None,
         "rounds_completed": len(records),
         "series": series,
         "ledger": [{"phase": e.get("level"), "round": e.get("round"), "sha256": e.get("sha256"),
                     "sites": e.get("sites", {})} for e in ledger[-LEDGER_SHOWN:]],
-        "problems": [p for p in rd.run_problems(folder) if finished or "did not finish" not in p],
+        "problems": rd.run_problems(folder, running=not finished),
         "report": (folder / rd.REPORT_HTML).is_file(),
         "read_at": dt.datetime.now().isoformat(timespec="seconds"),
     }

@@ -17,14 +17,14 @@ import ipaddress
 import os
 import secrets
 from dataclasses import dataclass
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 
 TOKEN_ENV = "CLAFED_SERVE_TOKEN"
 COOKIE = "clafed_token"
-LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1", "[::1]")
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 MIN_TOKEN_LENGTH = 16
 SECURITY_HEADERS = {
     "Content-Security-Policy": ("default-src 'self'; img-src 'self' data: blob:; script-src 'self'; "
@@ -72,7 +72,7 @@ class Access:
         if token is not None and len(token) < MIN_TOKEN_LENGTH:
             raise AccessError(f"the access token must have at least {MIN_TOKEN_LENGTH} characters "
                               f"({TOKEN_ENV} or --token)")
-        hosts = {h.lower() for h in (*LOOPBACK_NAMES, host, *extra_hosts) if h and h not in ("0.0.0.0", "::")}
+        hosts = {h.lower().strip("[]") for h in (*LOOPBACK_NAMES, host, *extra_hosts) if h and h not in ("0.0.0.0", "::")}
         return cls(token, frozenset(hosts), max_body_bytes, secure)
 
     def link(self, base: str) -> str:
@@ -80,11 +80,8 @@ class Access:
         return f"{base}/?{urlencode({'token': self.token})}" if self.token else f"{base}/"
 
     def host_allowed(self, header: str | None) -> bool:
-        if not header:
-            return False
-        name = header.lower()
-        name = name.rsplit(":", 1)[0] if name.count(":") == 1 or name.startswith("[") and "]:" in name else name
-        return name in self.allowed_hosts
+        name = urlsplit(f"//{header}").hostname if header else None  # drops the port and IPv6 brackets
+        return name is not None and name in self.allowed_hosts
 
     def authorised(self, request: Request) -> bool:
         if self.token is None:
