@@ -130,6 +130,10 @@ class TrainConfig:
     num_workers: int = 0
     seed: int = 0
     device: str = "auto"
+    # Mixed precision of the training steps (weights and optimiser stay fp32): "auto" is bf16
+    # autocast on a CUDA GPU that has bf16 (fp16 with loss scaling on an older one) and fp32 on
+    # a CPU, where autocast is slower (python -m simulation.benchmark --precision).
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     progress: bool = True
 
     def __post_init__(self) -> None:

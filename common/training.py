@@ -62,6 +62,15 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The dtype training steps autocast to on `device` (None: plain fp32); see TrainConfig.precision."""
+    if precision == "auto":
+        if device.type != "cuda":
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch so a local run is repeatable."""
     random.seed(seed)
@@ -117,7 +126,8 @@ def train_submodel(model: SubModel, dataset: CaseDataset, cfg: TrainConfig, epoc
     device = device or resolve_device(cfg.device)
     seed_everything(cfg.seed)
     model.to(device).train()
-    channels_last = device.type == "cpu"  # measurably faster convolutions on CPU (see simulation.benchmark)
+    # Faster convolutions on CPU (simulation.benchmark), and what tensor cores want under autocast.
+    channels_last = device.type in ("cpu", "cuda")
     if channels_last:
         model.to(memory_format=torch.channels_last)
     loader = make_loader(dataset, cfg, shuffle=True)
@@ -135,11 +145,15 @@ def train_submodel(model: SubModel, dataset: CaseDataset, cfg: TrainConfig, epoc
     def set_lr(step: int) -> float:
         return set_scheduled_lr(optimizer, cfg, span, step, steps)
 
+    amp = autocast_dtype(cfg.precision, device)
+    # fp16 needs its loss scaled so small gradients do not flush to zero; bf16 has fp32's range.
+    scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
     history = []
     for epoch in range(n_epochs):
         dataset.set_epoch(epoch)
         history.append(_train_epoch(model, loader, criterion, optimizer, cfg, device, epoch,
-                                    anchor, proximal_mu, desc, set_lr, epoch * len(loader), channels_last))
+                                    anchor, proximal_mu, desc, set_lr, epoch * len(loader), channels_last,
+                                    amp, scaler))
     if channels_last:
         model.to(memory_format=torch.contiguous_format)
     if carry is not None:
@@ -192,7 +206,7 @@ def restore_optimizer(optimizer: torch.optim.Optimizer, carried: dict) -> bool:
 
 
 def _train_epoch(model, loader, criterion, optimizer, cfg, device, epoch, anchor, mu, desc, set_lr, step,
-                 channels_last) -> EpochStats:
+                 channels_last, amp, scaler) -> EpochStats:
     total_loss, correct, seen = 0.0, 0, 0
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     bar = tqdm(loader, desc=f"{desc} epoch {epoch + 1}", disable=not cfg.progress, leave=False)
@@ -200,17 +214,21 @@ def _train_epoch(model, loader, criterion, optimizer, cfg, device, epoch, anchor
     for bus, cdfi, target in bar:
         lr = set_lr(step)
         step += 1
-        bus, cdfi = bus.to(device, memory_format=fmt), cdfi.to(device, memory_format=fmt)
-        target = target.to(device)
-        out = model.forward_all(bus, cdfi)
-        loss = criterion(out.logits, target)
-        if cfg.aux_weight > 0:
-            loss = loss + cfg.aux_weight * (criterion(out.bus_logits, target) + criterion(out.cdfi_logits, target))
+        bus = bus.to(device, memory_format=fmt, non_blocking=True)
+        cdfi = cdfi.to(device, memory_format=fmt, non_blocking=True)
+        target = target.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+            out = model.forward_all(bus, cdfi)
+            loss = criterion(out.logits.float(), target)
+            if cfg.aux_weight > 0:
+                loss = loss + cfg.aux_weight * (criterion(out.bus_logits.float(), target)
+                                                + criterion(out.cdfi_logits.float(), target))
         if anchor is not None:
             loss = loss + proximal_term(model, anchor, mu)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
         total_loss += loss.item() * len(target)
         correct += int((out.logits.argmax(1) == target).sum())
         seen += len(target)
