@@ -14,7 +14,7 @@ from common.launch import flower_env, run_forwarding
 from server.certs import CA_CERT, REGISTRY, SERVER_CERT, SERVER_KEY
 from server.superlink_guard import DEFAULT_CONTROL_HOSTS
 
-# Flower 1.41 serves the Fleet, Control and runtime APIs over HTTPS on this one port.
+# Flower 1.42 serves the Fleet, Control and runtime APIs over HTTPS on this one port.
 DEFAULT_PORT = 8000
 DEFAULT_DATABASE = "superlink_state.db"
 
@@ -24,11 +24,15 @@ def superlink_command(certs: Path, *, database: Path | None, host: str = "0.0.0.
     """The guarded flower-superlink command line (pure: no file is read or checked).
 
     `flower-superlink ARGS` runs as `python -m server.superlink_guard --control-host H -- ARGS`.
+    With a database, the guard also keeps the messages' payloads in memory (`--payloads-in-memory`):
+    the file holds the registered nodes and the runs, never a model on its way (see superlink_guard).
     """
     certs = Path(certs)
     guard = [sys.executable, "-m", "server.superlink_guard"]
     for control_host in control_hosts:
         guard += ["--control-host", control_host]
+    if database is not None:
+        guard.append("--payloads-in-memory")
     command = [
         "flower-superlink",
         "--ssl-ca-certfile", str(certs / CA_CERT),
@@ -41,7 +45,8 @@ def superlink_command(certs: Path, *, database: Path | None, host: str = "0.0.0.
         "--host", host, "--port", str(port),
     ]
     if database is not None:
-        # Registered nodes and runs survive a SuperLink restart (without it they live in memory).
+        # Registered nodes and runs survive a SuperLink restart (without it they live in memory); a run
+        # that was going on is then resumed from its last completed round (docs/deployment.md).
         command += ["--database", str(database)]
     return [*guard, "--", *command]
 
@@ -59,10 +64,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="local address on which the Control API (flwr run, flwr supernode register) "
                              "answers; repeatable (default 127.0.0.1 and ::1: only `flwr` on this machine)")
     parser.add_argument("--database", default=DEFAULT_DATABASE,
-                        help=f"SuperLink state file: registered nodes, runs (default ./{DEFAULT_DATABASE})")
+                        help="SuperLink state file (SQLite): registered nodes, runs, their logs; message payloads "
+                             f"stay in memory (default ./{DEFAULT_DATABASE})")
     parser.add_argument("--no-database", action="store_true",
-                        help="keep the SuperLink's state in memory: nodes must be registered again and runs "
-                             "are lost after a restart (avoids SQLite lock timeouts on slow disks)")
+                        help="keep all of the SuperLink's state in memory: after a restart every site must be "
+                             "registered again")
     parser.add_argument("--print", action="store_true", dest="print_only",
                         help="print the command instead of running it")
 

@@ -13,6 +13,16 @@ starts the same SuperLink with one ASGI middleware in front of Flower's own:
   or the connection's own local address), which is where Flower's SuperExec runs the ServerApp;
 - everything else (the Fleet API, health) is Flower's as before.
 
+With `--payloads-in-memory` (what `clafed server --database FILE` passes) the SuperLink keeps its
+state (registered nodes, runs, tasks, logs) in the `--database` SQLite file but the messages'
+payloads (Flower's ObjectStore: the model weights, up to a few hundred MB a message) in memory.
+Flower 1.41 and 1.42 put both in the one SQLite file, and deleting a delivered message's payload
+(`SqlObjectStore.delete`, on every SuperNode's "message received") holds SQLite's write lock while
+it frees the payload's pages: 12 s for a `cpu`-profile model on a loaded 2-core machine, longer
+than SQLite's 5 s busy timeout, so every other request failed with "database is locked" (HTTP 500)
+and the ServerApp died. Payloads only matter while their round is in flight: a restarted
+SuperLink loses them, and the coordinator resumes the run from its last completed round.
+
 Run as `python -m server.superlink_guard --control-host 127.0.0.1 -- flower-superlink ARGS...`;
 `clafed server` does this.
 """
@@ -89,10 +99,41 @@ def install(control_hosts: Sequence[str]) -> None:
     superlink_main._get_middleware = guarded
 
 
+def keep_payloads_in_memory() -> None:
+    """Give the SuperLink an in-memory ObjectStore next to its SQLite LinkState (fail closed if Flower changed).
+
+    Applies to a SQLite file `--database` only; Flower's own in-memory states are left as they are.
+    """
+    import flwr.superlink.main as superlink_main
+
+    flower_factories = getattr(superlink_main, "get_objectstore_linkstate_factories", None)
+    try:
+        from flwr.server.superlink.linkstate import LinkStateFactory
+        from flwr.supercore.constant import FLWR_IN_MEMORY_DB_NAME
+        from flwr.supercore.object_store import ObjectStoreFactory
+    except ImportError:
+        flower_factories = None
+    if flower_factories is None:
+        raise SystemExit("clafed server: this Flower version has no SuperLink state hook; message payloads "
+                         "cannot be kept out of the database. Install the flwr version pinned in clafed's "
+                         "pyproject.toml, or run with --no-database.")
+
+    def factories(database: str, federation_manager):
+        if database in (FLWR_IN_MEMORY_DB_NAME, ":memory:") or "://" in database:
+            return flower_factories(database, federation_manager)
+        objects = ObjectStoreFactory(FLWR_IN_MEMORY_DB_NAME)
+        return objects, LinkStateFactory(database, federation_manager, objects)
+
+    superlink_main.get_objectstore_linkstate_factories = factories
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m server.superlink_guard")
     parser.add_argument("--control-host", action="append", dest="control_hosts",
                         help="local address on which the Control API answers (repeatable; default 127.0.0.1, ::1)")
+    parser.add_argument("--payloads-in-memory", action="store_true",
+                        help="keep message payloads in memory, not in the --database file (registered nodes "
+                             "and runs stay in the file)")
     parser.add_argument("superlink_args", nargs=argparse.REMAINDER,
                         help="-- flower-superlink followed by its arguments")
     args = parser.parse_args(argv)
@@ -104,6 +145,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     if bad:
         parser.error(f"--control-host must be an IP address, got {', '.join(bad)}")
     install(hosts)
+    if args.payloads_in_memory:
+        keep_payloads_in_memory()
     from flwr.superlink.cli.flower_superlink import flower_superlink
 
     sys.argv = list(rest)

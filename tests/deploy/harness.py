@@ -77,6 +77,17 @@ class Processes:
         except subprocess.TimeoutExpired:
             pass
 
+    def kill(self, proc: Proc) -> None:
+        """SIGKILL `proc`, its process group and every descendant at once: a crash, no clean shutdown."""
+        descendants = _descendants(proc.popen.pid)
+        _signal_group(proc.popen.pid, signal.SIGKILL)
+        for pid in descendants:
+            _signal_pid(pid, signal.SIGKILL)
+        try:
+            proc.popen.wait(10)
+        except subprocess.TimeoutExpired:
+            pass
+
     def stop_all(self) -> None:
         for proc in reversed(self.procs):
             self.stop(proc)

@@ -33,7 +33,43 @@ def test_superlink_command_has_tls_node_auth_database_and_no_runtime_installs(tm
     assert (flag(command, "--host"), flag(command, "--port")) == ("127.0.0.1", "9999")
     assert "--enable-supernode-auth" in command and "--disable-runtime-dependency-installation" in command
     assert "--insecure" not in command
-    assert "--database" not in superlink_command(tmp_path, database=None)
+    # With a database the guard keeps the messages' payloads out of it (server/superlink_guard.py).
+    assert "--payloads-in-memory" in guarded[:guarded.index("--")]
+    in_memory = superlink_command(tmp_path, database=None)
+    assert "--database" not in in_memory and "--payloads-in-memory" not in in_memory
+
+
+def test_the_default_is_a_database_in_the_working_folder(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["server", "--certs", str(tmp_path), "--print"]) == 0
+    out = capsys.readouterr().out
+    assert f"--database {tmp_path / 'superlink_state.db'}" in out and "--payloads-in-memory" in out
+    assert main(["server", "--certs", str(tmp_path), "--print", "--no-database"]) == 0
+    out = capsys.readouterr().out
+    assert "--database" not in out and "--payloads-in-memory" not in out
+
+
+def test_payloads_stay_in_memory_next_to_a_sqlite_linkstate(tmp_path, monkeypatch):
+    import flwr.superlink.main as superlink_main
+    from flwr.server.superlink.linkstate import InMemoryLinkState, SqlLinkState
+    from flwr.supercore.object_store.in_memory_object_store import InMemoryObjectStore
+    from flwr.superlink.federation import NoOpFederationManager
+
+    from server.superlink_guard import keep_payloads_in_memory
+
+    # monkeypatch restores Flower's function after the test.
+    monkeypatch.setattr(superlink_main, "get_objectstore_linkstate_factories",
+                        superlink_main.get_objectstore_linkstate_factories)
+    keep_payloads_in_memory()
+    objects, states = superlink_main.get_objectstore_linkstate_factories(str(tmp_path / "s.db"),
+                                                                        NoOpFederationManager())
+    assert isinstance(objects.store(), InMemoryObjectStore)
+    state = states.state()
+    assert isinstance(state, SqlLinkState) and state.object_store is objects.store()
+    assert (tmp_path / "s.db").is_file()
+    # Flower's in-memory state is left as it is.
+    objects, states = superlink_main.get_objectstore_linkstate_factories(":flwr-in-memory:", NoOpFederationManager())
+    assert isinstance(objects.store(), InMemoryObjectStore) and isinstance(states.state(), InMemoryLinkState)
 
 
 def test_supernode_command_from_the_example_yaml():
