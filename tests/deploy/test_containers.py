@@ -23,22 +23,48 @@ def instructions(dockerfile: Path) -> list[tuple[str, str]]:
     return pairs
 
 
+def stages(steps: list[tuple[str, str]]) -> tuple[list[tuple[str, str]], list[str], list[tuple[str, str]]]:
+    """(instructions before the first FROM, every FROM's arguments, the final stage's instructions)."""
+    starts = [i for i, (word, _) in enumerate(steps) if word == "FROM"]
+    return steps[:starts[0]], [steps[i][1] for i in starts], steps[starts[-1] + 1:]
+
+
 @pytest.mark.parametrize("role", ["server", "client"])
 def test_dockerfile_essentials(role):
     steps = instructions(REPO / role / "Dockerfile")
-    stages = [args for word, args in steps if word == "FROM"]
-    assert stages == ["python:3.11-slim AS build", "python:3.11-slim"]
-    final = steps[len(steps) - steps[::-1].index(("FROM", "python:3.11-slim")):]
+    preamble, froms, final = stages(steps)
+    # Both stages start from one base, a build argument (python:3.11-slim unless told otherwise;
+    # deploy/containers-e2e.sh passes a Debian-bootstrapped one), declared before the first FROM.
+    assert [word for word, _ in preamble] == ["ARG"] and preamble[0][1] == "BASE=python:3.11-slim", preamble
+    assert froms == ["${BASE} AS build", "${BASE}"]
     users = [args for word, args in final if word == "USER"]
     assert users and users[-1] not in ("root", "0"), "the container must not run as root"
+    assert any(word == "RUN" and "useradd" in args and "--uid 10001" in args for word, args in final)
     copies = [args for word, args in steps if word in ("COPY", "ADD")]
     assert copies and not any(SECRET.search(args) for args in copies), copies
-    # Only named packages are copied, never the whole context; the image gets the built wheel only.
+    # Only named packages are copied, never the whole context; the image gets the built wheel only
+    # (an optional wheel cache is a build-time mount, never a COPY).
     assert not any(args.split()[0] == "." for args in copies), copies
     assert [args for word, args in final if word in ("COPY", "ADD")] == ["--from=build /wheels /wheels"]
-    assert any(word == "RUN" and "pip install /wheels/" in args for word, args in final)
+    runs = [args for word, args in final if word == "RUN"]
+    assert any(args.startswith("pip install ") and " /wheels/*.whl" in args for args in runs), runs
+    # pip is a virtual environment's, first on PATH: Debian's own python3 refuses system installs (PEP 668).
+    assert any("python3 -m venv /opt/venv" in args for args in runs), runs
+    env = " ".join(args for word, args in final if word == "ENV")
+    assert re.search(r"\bPATH=/opt/venv/bin:", env), env
     entry = [args for word, args in steps if word == "ENTRYPOINT"]
     assert entry == [f'["clafed", "{role}"]']
+
+
+def test_server_and_client_images_share_their_layers_up_to_the_installed_packages():
+    """Identical steps up to `pip install`: the large layer (torch and the rest) is built and stored once."""
+    server, client = (instructions(REPO / role / "Dockerfile") for role in ("server", "client"))
+
+    def through_install(steps):
+        end = next(i for i, (word, args) in enumerate(steps) if word == "RUN" and args.startswith("pip install "))
+        return steps[:end + 1]
+
+    assert through_install(server) == through_install(client)
 
 
 def test_dockerignore_keeps_data_and_credentials_out_of_the_build():
@@ -51,6 +77,9 @@ def test_compose_mounts_data_read_only_and_credentials_without_baking():
     compose = yaml.safe_load((REPO / "compose.yaml").read_text())
     services = compose["services"]
     assert services["superlink"]["build"]["dockerfile"] == "server/Dockerfile"
+    # The Dockerfiles' base image is a build argument; compose passes one (python:3.11-slim by default).
+    assert "python:3.11-slim" in services["superlink"]["build"]["args"]["BASE"]
+    assert compose["x-hospital"]["build"]["args"]["BASE"] == services["superlink"]["build"]["args"]["BASE"]
     hospitals = [name for name in services if name.startswith("hospital")]
     assert hospitals == ["hospital1", "hospital2", "hospital3"]
     for name in hospitals:
