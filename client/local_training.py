@@ -59,6 +59,7 @@ def train_round(site: SiteData, instruction: msg.PhaseInstruction, arrays: Array
     """Train the received network of the instruction's phase locally; return its weights with
     aggregate figures only.
 
+    With `transfer` fp16 the reply holds the update (trained minus received weights) in fp16.
     Round r of the phase's `rounds` covers that share of its learning-rate schedule, so a resumed
     run continues the same curve. With the Flower run's `run_id`, the site's AdamW state carries
     over from the previous round of the phase (client/optimizer_store.py, on the site's disk).
@@ -70,7 +71,8 @@ def train_round(site: SiteData, instruction: msg.PhaseInstruction, arrays: Array
     if not 1 <= server_round <= rounds:
         raise ProtocolError(f"round {server_round} lies outside the phase's {rounds} rounds")
     model = phase_network(profile, phase)
-    model.load_state_dict(msg.arrays_to_state(arrays, model.state_dict()))
+    received = msg.arrays_to_state(arrays, model.state_dict())
+    model.load_state_dict(received)
     seed = instruction.seed + 1000 * server_round
     cfg = local_train_config(profile, site, seed)
     device = resolve_device(cfg.device)
@@ -97,7 +99,9 @@ def train_round(site: SiteData, instruction: msg.PhaseInstruction, arrays: Array
                "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
                # The same figures from every site, GPU or not (0 without one).
                "peak_gpu_bytes": int(torch.cuda.max_memory_allocated(device)) if device.type == "cuda" else 0}
-    return msg.state_to_arrays(model.cpu().state_dict()), figures
+    trained = model.cpu().state_dict()
+    reply = msg.update_arrays(trained, received) if instruction.transfer == "fp16" else msg.state_to_arrays(trained)
+    return reply, figures
 
 
 def validate_round(site: SiteData, instruction: msg.PhaseInstruction, arrays: ArrayRecord) -> dict[str, float | int]:

@@ -18,7 +18,7 @@ from typing import Mapping, TypeVar, cast
 
 import numpy as np
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, MessageType, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, MessageType, MetricRecord, RecordDict
 from flwr.app.typing import ConfigRecordValues, MetricRecordValues
 
 from common.config import Profile, get_profile
@@ -84,6 +84,62 @@ def arrays_to_state(arrays: ArrayRecord, reference: Mapping[str, torch.Tensor]) 
                              f"the model expects {tuple(ref.shape)}")
         out[key] = value.round().to(ref.dtype) if not ref.dtype.is_floating_point else value.to(ref.dtype)
     return out
+
+
+# How weights travel in train and validate messages (Settings.transfer): fp32 as trained, or fp16
+# both ways (half the bytes), the server keeping and averaging fp32.
+TRANSFERS = ("fp32", "fp16")
+FP16_MAX = float(np.finfo(np.float16).max)
+
+
+def half_arrays(arrays: ArrayRecord) -> ArrayRecord:
+    """fp32 weights as fp16 for the way out; a tensor fp16 cannot hold (|x| > 65504) stays fp32,
+    and integer buffers are kept as they are."""
+    out = {}
+    for key, array in arrays.items():
+        values = array.numpy()
+        if values.dtype == np.float32 and (values.size == 0 or float(np.abs(values).max()) <= FP16_MAX):
+            values = values.astype(np.float16)
+        out[key] = Array(np.array(values, order="C"))  # ascontiguousarray would make 0-d arrays 1-d
+    return ArrayRecord(out)
+
+
+def update_arrays(trained: Mapping[str, torch.Tensor], received: Mapping[str, torch.Tensor]) -> ArrayRecord:
+    """A site's fp16 reply: its update (trained - received weights) per floating tensor, integer
+    buffers as they are. The update, not the weights: a step smaller than fp16's spacing at the
+    weight's magnitude would otherwise round away at every round."""
+    out = {}
+    for key, value in trained.items():
+        value = value.detach().cpu()
+        if value.dtype.is_floating_point:
+            value = (value.float() - received[key].detach().cpu().float()).to(torch.float16)
+        out[key] = value
+    return ArrayRecord(out)
+
+
+def applied_update(update: ArrayRecord, sent: ArrayRecord) -> ArrayRecord:
+    """The server's view of an fp16 reply: the fp32 weights it sent plus the site's update (the
+    integer buffers are the site's own); an update beyond fp16's range arrives infinite and is
+    refused by the reply checks before this is called."""
+    out = {}
+    for key, array in update.items():
+        values, reference = array.numpy(), sent[key].numpy()
+        if reference.dtype.kind == "f":
+            values = reference.astype(np.float32) + values.astype(np.float32)
+        out[key] = Array(np.array(values, order="C"))
+    return ArrayRecord(out)
+
+
+def cast_like(arrays: ArrayRecord, dtypes: Mapping[str, np.dtype]) -> ArrayRecord:
+    """`arrays` in the model's own dtypes: Flower's averages turn integer buffers into float64 and
+    FedAdam's step turns fp32 weights into float64; integers are rounded back."""
+    out = {}
+    for key, array in arrays.items():
+        values, dtype = array.numpy(), np.dtype(dtypes[key])
+        if values.dtype != dtype:
+            values = (np.rint(values) if dtype.kind in "iub" else values).astype(dtype)
+        out[key] = Array(np.array(values, order="C"))
+    return ArrayRecord(out)
 
 
 def arrays_nbytes(arrays: ArrayRecord) -> int:
@@ -171,6 +227,12 @@ class PhaseInstruction:
     seed: int = 0
     server_round: int = 1
     proximal_mu: float = 0.0
+    # "fp16": the weights arrive in fp16 and the reply carries the update in fp16 (TRANSFERS)
+    transfer: str = "fp32"
+
+    def __post_init__(self) -> None:
+        if self.transfer not in TRANSFERS:
+            raise ProtocolError(f"'transfer' must be one of {', '.join(TRANSFERS)}, got {self.transfer[:20]!r}")
 
     @property
     def profile(self) -> Profile:
@@ -184,14 +246,15 @@ class PhaseInstruction:
     def config(self) -> ConfigRecord:
         """The config the server hands to Flower's strategy (which adds server-round, proximal-mu)."""
         return ConfigRecord({"phase": self.phase, "profile": self.profile_json, "rounds": self.rounds,
-                             "round-offset": self.round_offset, "seed": self.seed})
+                             "round-offset": self.round_offset, "seed": self.seed, "transfer": self.transfer})
 
     @classmethod
     def from_config(cls, config: Mapping[str, object]) -> "PhaseInstruction":
         return cls(phase=_get(config, "phase", str), profile_json=_get(config, "profile", str),
                    rounds=_get(config, "rounds", int), round_offset=_get(config, "round-offset", int),
                    seed=_get(config, "seed", int), server_round=_get(config, SERVER_ROUND, int),
-                   proximal_mu=_get(config, PROXIMAL_MU, float, 0.0))
+                   proximal_mu=_get(config, PROXIMAL_MU, float, 0.0),
+                   transfer=_get(config, "transfer", str, "fp32"))
 
 
 @dataclass(frozen=True)

@@ -178,8 +178,12 @@ def train_phase(grid: Grid, settings: Settings, profile: Profile, phase: str, ne
     validators = [s.node_id for s in sites if s.role == "train" and s.counts.get(msg.validation_count(phase), 0) > 0]
     declared = {s.node_id: s.counts[msg.train_count(phase)] for s in trainers}
     strategy = make_strategy(settings, trainers_ids, on_round, validators, on_validation, declared)
+    saved = recorder.strategy_state(phase)
+    if saved:
+        log.info("%s: %s goes on with its state after round %d", phase, settings.strategy, done)
+    strategy.restore_state(saved, done)  # type: ignore[attr-defined]
     config = msg.PhaseInstruction(phase=phase, profile_json=msg.profile_to_json(profile), rounds=rounds,
-                                  round_offset=done, seed=settings.seed).config()
+                                  round_offset=done, seed=settings.seed, transfer=settings.transfer).config()
     log.info("%s: federating rounds %d..%d over %s", phase, done + 1, rounds,
              ", ".join(f"{s.name} ({s.counts[msg.train_count(phase)]} cases)" for s in trainers))
     strategy.start(grid, initial_arrays=msg.state_to_arrays(network.state_dict()),

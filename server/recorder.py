@@ -11,8 +11,10 @@ import datetime as dt
 import json
 import logging
 import math
+import statistics
 from pathlib import Path
 
+import numpy as np
 import torch
 from flwr.app import ArrayRecord
 
@@ -135,9 +137,13 @@ class RunRecorder:
         else:
             save_checkpoint(self.path / rd.CHECKPOINT_FILE, model, self.settings.build_profile().data,
                             {"run": self.name, "level": phase, "round": server_round})
+        if report.server_state:
+            atomic_torch_save({"phase": phase, "round": server_round,
+                               "state": {k: torch.from_numpy(np.array(v, order="C"))
+                                         for k, v in report.server_state.items()}},
+                              self.path / rd.STRATEGY_STATE_FILE)
         sites = {names.get(n, str(n)): m for n, m in report.replies.items()}
         examples = {name: int(m[msg.NUM_EXAMPLES]) for name, m in sites.items()}
-        nbytes = msg.arrays_nbytes(report.arrays)
         compute = max((float(m.get("train_seconds", 0.0)) for m in sites.values()), default=0.0)
         round_seconds = report.finished - report.started
         record = {
@@ -157,7 +163,9 @@ class RunRecorder:
             "round_seconds": round_seconds, "compute_seconds": compute,
             "compute_seconds_total": sum(float(m.get("train_seconds", 0.0)) for m in sites.values()),
             "overhead_seconds": max(0.0, round_seconds - compute),
-            "bytes_sent_per_site": nbytes, "bytes_received_per_site": nbytes,
+            # As the sites see it: sent = their replies (the mean), received = the weights sent out.
+            "bytes_sent_per_site": statistics.fmean(report.bytes_up.values()) if report.bytes_up else 0.0,
+            "bytes_received_per_site": report.bytes_down,
         }
         rd.append_jsonl(self.path / rd.METRICS_FILE, record)
         digest = weights_digest(msg.arrays_numpy(report.arrays), {})
@@ -168,6 +176,20 @@ class RunRecorder:
         log.info("%s round %d: loss %.4f, accuracy %.3f over %d cases from %s (%.1f s, %.1f s of it local compute)",
                  phase, server_round, record["loss"], record["accuracy"], record["num_examples"],
                  ", ".join(sorted(examples)), round_seconds, compute)
+
+    def strategy_state(self, phase: str) -> dict[str, np.ndarray]:
+        """The strategy's state saved after `phase`'s last completed round (empty: none, or it
+        belongs to another round, as when the server died between writing it and state.json)."""
+        path = self.path / rd.STRATEGY_STATE_FILE
+        done = self.completed(phase)
+        if not self.settings.resume or done == 0 or not path.is_file():
+            return {}
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        if saved.get("phase") != phase or saved.get("round") != done:
+            log.warning("%s: the saved %s state is of %s round %s, not of round %d: it starts afresh", phase,
+                        self.settings.strategy, saved.get("phase"), saved.get("round"), done)
+            return {}
+        return {k: v.numpy() for k, v in saved["state"].items()}
 
     def validation_completed(self, phase: str, server_round: int, n_classes: int, figures: dict[str, dict],
                              network: SubModel | None = None) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 from flwr.app import ArrayRecord, MetricRecord
 
 from common import messages as msg
@@ -46,5 +47,10 @@ class RoundReport:
     update_norms: dict[int, float] = field(default_factory=dict)
     # std of the differential-privacy noise added to this round's average (0: none)
     dp_noise_std: float = 0.0
+    # bytes of weights each site received, and node id -> bytes its reply carried
+    bytes_down: int = 0
+    bytes_up: dict[int, int] = field(default_factory=dict)
+    # the strategy's own state after this round (FedAdam's moments; empty for FedAvg)
+    server_state: dict[str, np.ndarray] = field(default_factory=dict)
     started: float = 0.0
     finished: float = 0.0

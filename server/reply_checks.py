@@ -22,8 +22,9 @@ AGGREGATED = (NUM_EXAMPLES, "loss", "accuracy")
 MAX_EVALUATION_FIGURES = 5000
 
 
-def train_reply_problem(content: RecordDict, sent: ArrayRecord, declared: int) -> str | None:
-    """Why a training reply must not be aggregated (None: it may)."""
+def train_reply_problem(content: RecordDict, sent: ArrayRecord, declared: int, transfer: str = "fp32") -> str | None:
+    """Why a training reply must not be aggregated (None: it may); with `transfer` fp16 its floating
+    tensors must be the fp16 update that was asked for."""
     arrays, metrics = content.get(ARRAYS), content.get(METRICS)
     if not isinstance(arrays, ArrayRecord) or not isinstance(metrics, MetricRecord):
         return "the reply holds no weights or no figures"
@@ -43,6 +44,10 @@ def train_reply_problem(content: RecordDict, sent: ArrayRecord, declared: int) -
             return f"weights {key} have shape {values.shape}, the model has {reference.shape}"
         if values.dtype.kind == "f" and not np.isfinite(values).all():
             return f"weights {key} hold NaN or infinite values"
+        if transfer == "fp16" and reference.dtype.kind == "f" and values.dtype != np.float16:
+            return f"weights {key} are {values.dtype}, not the fp16 update the round asked for"
+        if transfer == "fp16" and reference.dtype.kind != "f" and values.dtype.kind == "f":
+            return f"buffer {key} is {values.dtype}, not the integer the model holds"
     return None
 
 

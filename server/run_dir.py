@@ -45,6 +45,8 @@ VALIDATION_FILE = "validation.jsonl"
 REFERENCES_FILE = "references.json"
 CHECKPOINT_FILE = "checkpoints/latest.pt"
 SHARED_CHECKPOINT_FILE = "checkpoints/shared.pt"
+# A stateful strategy's state (FedAdam's moments) after the last completed round of a phase.
+STRATEGY_STATE_FILE = "checkpoints/strategy_state.pt"
 MODEL_FILE = "model.pt"
 # The candidate the sites did not evaluate (best by federated validation, or the final rounds').
 ALTERNATIVE_MODEL_FILES = {"final": "model_final.pt", "best": "model_best.pt"}

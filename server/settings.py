@@ -52,6 +52,10 @@ class Settings:
     dp_noise: float = 0.0
     dp_clip: float = 1.0
     dp_delta: float = 1e-5
+    # How weights travel in training and validation rounds: "fp16" halves the bytes each way (the
+    # sites reply with fp16 updates; the server keeps and averages fp32). The final model always
+    # goes out in fp32, as it was signed.
+    transfer: Literal["fp32", "fp16"] = "fp32"
     # Sites: how many must be connected before the run starts, and how many training replies a
     # round needs to count (fewer: the run stops, resumable, instead of averaging one site).
     min_sites: int = 1

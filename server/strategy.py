@@ -16,6 +16,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDic
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAdam, FedAvg, FedMedian, FedProx, FedTrimmedAvg, Krum
 
+from common import messages as msg
 from common.messages import ARRAYS, CONFIG, METRICS, NUM_EXAMPLES, SERVER_ROUND, TRAIN, VALIDATE
 from server import reply_checks
 from server.privacy import GaussianDP
@@ -51,20 +52,31 @@ class TargetedRounds:
     clip_factor: float = 0.0
     # Differential privacy of the published average (server/privacy.py); None: off.
     dp: GaussianDP | None = None
+    # How weights travel (common.messages.TRANSFERS): with fp16 the sites get fp16 weights and
+    # reply with fp16 updates, which are added to the fp32 weights sent before anything else.
+    transfer: str = "fp32"
     # Sites holding validation cases of this phase, and who receives their replies (round,
     # node id -> aggregate figures, node id -> failure).
     validators: list[int]
     on_validation: Callable[[int, dict[int, dict], dict[int, str]], None] | None = None
+    # Rounds of this phase completed before a resume (restore_state).
+    rounds_before: int = 0
     _started: float
+    _dtypes: dict[str, np.dtype]
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
         self._started = time.time()
+        if server_round == 1:  # the network's own dtypes, before any average has changed them
+            self._dtypes = {key: array.numpy().dtype for key, array in arrays.items()}
         self._sent = arrays
         sampled = list(super().configure_train(server_round, arrays, config, grid))  # type: ignore[misc]
         if not sampled:
             return []
         content = sampled[0].content
+        if self.transfer == "fp16":
+            content[ARRAYS] = msg.half_arrays(arrays)
+        self._bytes_down = msg.arrays_nbytes(content[ARRAYS])
         online = set(grid.get_node_ids())
         self._targeted = [node for node in self.targets if node in online]
         return [Message(content=content, dst_node_id=node, message_type=TRAIN) for node in self._targeted]
@@ -72,14 +84,18 @@ class TargetedRounds:
     def aggregate_train(self, server_round: int, replies: Iterable[Message]):
         replies = list(replies)
         failures = {r.metadata.src_node_id: short_reason(r.error.reason) for r in replies if r.has_error()}
-        ok = []
+        ok, bytes_up = [], {}
         for reply in (r for r in replies if not r.has_error()):
             node = reply.metadata.src_node_id
-            problem = reply_checks.train_reply_problem(reply.content, self._sent, self.declared.get(node, 0))
+            problem = reply_checks.train_reply_problem(reply.content, self._sent, self.declared.get(node, 0),
+                                                       self.transfer)
             if problem:
                 failures[node] = f"reply refused: {problem}"
-            else:
-                ok.append(reply)
+                continue
+            bytes_up[node] = msg.arrays_nbytes(reply.content[ARRAYS])
+            if self.transfer == "fp16":  # from here on every check and average sees fp32 weights
+                reply.content[ARRAYS] = msg.applied_update(reply.content[ARRAYS], self._sent)
+            ok.append(reply)
         figures = {r.metadata.src_node_id: dict(r.content[METRICS]) for r in ok}
         # A site that had nothing to train on this round must not zero the weighted average.
         useful = [r for r in ok if int(r.content[METRICS][NUM_EXAMPLES]) > 0]
@@ -87,19 +103,33 @@ class TargetedRounds:
         scales = self._clip(useful, norms)
         for reply in useful:  # Flower's strategy sees the checked weights and the averaged figures only
             reply.content[METRICS] = reply_checks.aggregated_metrics(reply.content[METRICS])
-        arrays, metrics = super().aggregate_train(server_round, useful) if useful else (None, None)  # type: ignore[misc]
+        # A resumed stateful strategy counts its rounds on from where it stopped (FedAdam's bias correction).
+        arrays, metrics = (super().aggregate_train(server_round + self.rounds_before, useful)  # type: ignore[misc]
+                           if useful else (None, None))
         noise_std = 0.0
         if self.dp is not None and arrays is not None:
             counts = [float(r.content[METRICS][NUM_EXAMPLES]) for r in useful]
             weights = [c / sum(counts) for c in counts]
             noise_std = self.dp.noise_std(weights)
             arrays = self.dp.noised(arrays, weights, np.random.default_rng())  # unseeded: noise must not be guessable
+        if arrays is not None:
+            arrays = msg.cast_like(arrays, self._dtypes)
         report = RoundReport(
             server_round=server_round, arrays=arrays, metrics=metrics, replies=figures,
             failures=failures, targeted=list(self._targeted), started=self._started, finished=time.time(),
-            clipped=scales, update_norms=norms, dp_noise_std=noise_std)
+            clipped=scales, update_norms=norms, dp_noise_std=noise_std, bytes_down=self._bytes_down,
+            bytes_up=bytes_up, server_state=self.server_state())
         self.on_round(report)
         return arrays, metrics
+
+    def server_state(self) -> dict[str, np.ndarray]:
+        """What the strategy carries from round to round besides the weights (none for FedAvg):
+        saved with each round, so a resumed run goes on with it (restore_state)."""
+        return {}
+
+    def restore_state(self, state: dict[str, np.ndarray], rounds_before: int) -> None:
+        """Continue after `rounds_before` completed rounds with the `state` saved after the last one."""
+        self.rounds_before = rounds_before
 
     def _clip(self, replies: list[Message], norms: dict[int, float]) -> dict[int, float]:
         """Scale down, in place, the updates far larger (per case) than the round's median, then clip
@@ -121,7 +151,7 @@ class TargetedRounds:
             return []
         online = set(grid.get_node_ids())
         config = ConfigRecord(dict(config, **{SERVER_ROUND: server_round}))
-        content = RecordDict({ARRAYS: arrays, CONFIG: config})
+        content = RecordDict({ARRAYS: msg.half_arrays(arrays) if self.transfer == "fp16" else arrays, CONFIG: config})
         return [Message(content=content, dst_node_id=node, message_type=VALIDATE)
                 for node in self.validators if node in online]
 
@@ -145,7 +175,20 @@ class TargetedFedProx(TargetedRounds, FedProx):
 
 
 class TargetedFedAdam(TargetedRounds, FedAdam):
-    pass
+    """FedAdam whose first and second moments survive a restart of the coordinator."""
+
+    MOMENTS = ("m_t", "v_t")
+
+    def server_state(self) -> dict[str, np.ndarray]:
+        return {f"{name}/{key}": value for name in self.MOMENTS
+                for key, value in (getattr(self, name) or {}).items()}
+
+    def restore_state(self, state: dict[str, np.ndarray], rounds_before: int) -> None:
+        super().restore_state(state, rounds_before)
+        for name in self.MOMENTS:
+            moments = {key.split("/", 1)[1]: np.asarray(value) for key, value in state.items()
+                       if key.startswith(f"{name}/")}
+            setattr(self, name, moments or None)
 
 
 class TargetedFedMedian(TargetedRounds, FedMedian):
@@ -186,6 +229,7 @@ def make_strategy(settings: Settings, targets: list[int], on_round: Callable[[Ro
     strategy.targets = list(targets)
     strategy.declared = dict(declared or {})
     strategy.clip_factor = settings.clip_factor
+    strategy.transfer = settings.transfer
     strategy.dp = GaussianDP(settings.dp_noise, settings.dp_clip) if settings.dp_noise > 0 else None
     strategy.on_round = on_round
     strategy.validators = list(validators)

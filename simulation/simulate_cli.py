@@ -22,6 +22,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--strategy", choices=STRATEGIES, default="fedavg",
                         help="Flower's aggregation; fedmedian, fedtrimmedavg and krum resist a poisoned site")
     parser.add_argument("--lr", type=float, default=0.0, help="learning rate (default: the profile's)")
+    parser.add_argument("--transfer", choices=("fp32", "fp16"), default="fp32",
+                        help="weights in training rounds: fp16 halves the bytes each way (averaged in fp32)")
     data = parser.add_argument_group("data (default: synthetic paper-like hospitals, cached)")
     data.add_argument("--data", default=None, help="a folder of <site>/manifest.csv, or a pooled manifest.csv to split")
     data.add_argument("--preset", choices=("paper", "small"), default="paper", help="synthetic preset")
@@ -75,7 +77,8 @@ def run(args: argparse.Namespace) -> int:
         settings = Settings(profile=args.profile, rounds=args.rounds, shared_rounds=args.shared_rounds,
                             localiser_rounds=args.localiser_rounds,
                             local_epochs=args.local_epochs,
-                            strategy=args.strategy, lr=args.lr, run_dir=str(run_dir), resume=args.resume,
+                            strategy=args.strategy, transfer=args.transfer, lr=args.lr, run_dir=str(run_dir),
+                            resume=args.resume,
                             seed=args.seed, bootstrap=args.bootstrap, connect_timeout=120.0,
                             dp_noise=args.dp_noise, dp_clip=args.dp_clip, evaluate_model=args.evaluate_model,
                             temperature_scaling=args.temperature_scaling,

@@ -177,3 +177,20 @@ def test_training_settings_come_from_the_profile_and_where_to_run_from_the_site(
     assert (cfg.batch_size, cfg.lr, cfg.epochs) == (3, 0.02, tiny_profile.train.epochs)  # the profile's
     assert (cfg.device, cfg.num_workers) == ("cpu", site.config.num_workers)  # the site's
     assert cfg.seed == 11 and cfg.progress is False  # the round's seed; the environment's display
+
+
+def test_an_fp16_round_is_answered_with_an_fp16_update(site_yaml, tiny_profile):
+    model = phase_network(tiny_profile, GATE_PHASE)
+    config = msg.PhaseInstruction(GATE_PHASE, msg.profile_to_json(tiny_profile), rounds=2, transfer="fp16").config()
+    config[msg.SERVER_ROUND] = 1
+    sent = msg.half_arrays(msg.state_to_arrays(model.state_dict()))
+    reply = client_app.train(request(RecordDict({msg.ARRAYS: sent, msg.CONFIG: config}), msg.TRAIN),
+                             context(site_yaml))
+    update = reply.content[msg.ARRAYS]
+    reference = model.state_dict()
+    floats = [k for k, v in reference.items() if v.dtype.is_floating_point]
+    assert all(str(update[k].numpy().dtype) == "float16" for k in floats)
+    # An update, not weights: small next to the weights, and not zero (the site trained).
+    weights = sum(float(reference[k].abs().sum()) for k in floats)
+    moved = sum(float(abs(update[k].numpy().astype("float32")).sum()) for k in floats)
+    assert 0 < moved < 0.5 * weights

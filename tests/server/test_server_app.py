@@ -1,7 +1,9 @@
 """The ServerApp's whole run against a fake grid: discovery, training, final evaluation, exit status."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
+import torch
 from flwr.app import Context, Error, Message, MetricRecord, RecordDict
 
 from common import messages as msg
@@ -123,3 +125,51 @@ def test_an_evaluation_reply_that_is_not_single_finite_numbers_is_refused(tmp_pa
     with pytest.raises(FederationError, match="evaluation at hospital2 failed: reply refused: figures that are not"):
         main(Grid(second_fails=False, bad_evaluation=True), context(tmp_path, **{"min-sites": 2}))
     assert list(rd.read_evaluations(tmp_path / "run")) == ["hospital1"]
+
+
+class MovingGrid(Grid):
+    """Healthy sites that each move every float weight by a fixed step; optionally the training
+    round number `fail_at` of `phase` fails at every site (the round then stops the run)."""
+
+    STEPS = {1: 1e-3, 2: -4e-4}
+
+    def __init__(self, phase: str | None = None, fail_at: int = 0) -> None:
+        super().__init__(second_fails=False)
+        self.phase, self.fail_at, self.rounds = phase, fail_at, 0
+
+    def send_and_receive(self, messages, timeout=None):
+        messages = list(messages)
+        trains = [m for m in messages if m.metadata.message_type == msg.TRAIN]
+        if not trains:
+            return super().send_and_receive(messages, timeout)
+        phase = str(trains[0].content[msg.CONFIG]["phase"])
+        self.rounds += phase == self.phase
+        replies = []
+        for request in trains:
+            node = request.metadata.dst_node_id
+            if phase == self.phase and self.rounds == self.fail_at:
+                replies.append(Message(Error(code=0, reason="<class 'X'>:<'killed'>"), reply_to=request))
+                continue
+            moved = {k: a.numpy() + self.STEPS[node] if a.numpy().dtype.kind == "f" else a.numpy()
+                     for k, a in request.content[msg.ARRAYS].items()}
+            arrays = msg.state_to_arrays({k: torch.from_numpy(np.array(v)) for k, v in moved.items()})
+            figures = {msg.NUM_EXAMPLES: COUNTS[f"train.{phase}"], "loss": 0.5, "accuracy": 0.5}
+            replies.append(Message(msg.train_reply(arrays, figures), reply_to=request))
+        return replies
+
+
+def test_a_resumed_fedadam_run_goes_on_with_its_moments(tmp_path, monkeypatch):
+    """Stopped in a sub-model's second round and resumed, FedAdam ends where an uninterrupted run ends."""
+    monkeypatch.delenv("CLAFED_RUN_CONFIG", raising=False)
+    config = {"min-sites": 2, "strategy": "fedadam", "rounds": 3, "server-lr": 0.05, "clip-factor": 0.0}
+    main(MovingGrid(), context(tmp_path / "whole", **config))
+    with pytest.raises(FederationError, match="submodel1 round 2"):
+        main(MovingGrid(phase="submodel1", fail_at=2), context(tmp_path / "stopped", **config))
+    stopped = tmp_path / "stopped" / "run"
+    assert torch.load(stopped / rd.STRATEGY_STATE_FILE, weights_only=True)["round"] == 1
+    main(MovingGrid(), context(tmp_path / "stopped", resume=True, **config))
+    whole = torch.load(tmp_path / "whole" / "run" / rd.CHECKPOINT_FILE, weights_only=True)["state_dict"]
+    resumed = torch.load(stopped / rd.CHECKPOINT_FILE, weights_only=True)["state_dict"]
+    assert whole.keys() == resumed.keys()
+    for key in whole:
+        torch.testing.assert_close(resumed[key], whole[key], rtol=0, atol=1e-6, msg=key)
