@@ -102,9 +102,15 @@ def install_guard() -> None:
     runner.install_from_fab = checked_install
 
 
+def configure_logging() -> None:
+    """clafed's INFO lines in the site's log; not one line per HTTP request to the SuperNode."""
+    logging.basicConfig(level=logging.INFO)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
 def main() -> None:
     """`flwr-clientapp`, guarded (the script `clafed client` puts first on the SuperNode's PATH)."""
-    logging.basicConfig(level=logging.INFO)
+    configure_logging()
     install_guard()
     from flwr.supernode.cli.flwr_clientapp import flwr_clientapp
 
@@ -116,7 +122,8 @@ def write_launcher(folder: Path) -> Path:
     """Write the `flwr-clientapp` launcher into `folder` (to go first on the SuperNode's PATH)."""
     folder.mkdir(parents=True, exist_ok=True)
     script = folder / "flwr-clientapp"
+    # Forked from clafed's warm server when `clafed client` runs one (client/warm_start.py), else cold.
     script.write_text(f"#!{sys.executable}\n# Written by `clafed client`: Flower's flwr-clientapp behind clafed's "
-                      f"app check.\nfrom client.app_guard import main\n\nmain()\n")
+                      f"app check.\nfrom client.warm_start import launch\n\nraise SystemExit(launch())\n")
     script.chmod(0o755)
     return script

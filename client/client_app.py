@@ -18,9 +18,10 @@ from client.disclosure import reported
 from client.final_evaluation import evaluate_final_model
 from client.local_training import train_round, validate_round
 from client.site_context import current_site
+from client.transport import packed_transport
 from common import messages as msg
 
-app = ClientApp()
+app = ClientApp(mods=[packed_transport])  # weights travel packed (common/packing.py)
 
 # Simulated sites share the machine's cores: the runner caps each one's torch threads.
 if os.environ.get("CLAFED_TORCH_THREADS"):
@@ -50,8 +51,8 @@ def preflight(message: Message, context: Context) -> Message:
 @app.train()
 @reported
 def train(message: Message, context: Context) -> Message:
+    instruction = msg.PhaseInstruction.from_config(message.content[msg.CONFIG])  # checked before the site is touched
     site = current_site(context.node_config)
-    instruction = msg.PhaseInstruction.from_config(message.content[msg.CONFIG])
     arrays, figures = train_round(site, instruction, message.content[msg.ARRAYS], run_id=context.run_id)
     return Message(msg.train_reply(arrays, figures), reply_to=message)
 
@@ -59,8 +60,8 @@ def train(message: Message, context: Context) -> Message:
 @app.evaluate("validate")
 @reported
 def validate(message: Message, context: Context) -> Message:
+    instruction = msg.PhaseInstruction.from_config(message.content[msg.CONFIG])  # checked before the site is touched
     site = current_site(context.node_config)
-    instruction = msg.PhaseInstruction.from_config(message.content[msg.CONFIG])
     figures = validate_round(site, instruction, message.content[msg.ARRAYS])
     return Message(RecordDict({msg.METRICS: msg.metric_record(figures)}), reply_to=message)
 
@@ -68,7 +69,7 @@ def validate(message: Message, context: Context) -> Message:
 @app.evaluate()
 @reported
 def evaluate(message: Message, context: Context) -> Message:
+    instruction = msg.EvaluationInstruction.from_config(message.content[msg.CONFIG])  # checked before the site is touched
     site = current_site(context.node_config)
-    instruction = msg.EvaluationInstruction.from_config(message.content[msg.CONFIG])
     figures = evaluate_final_model(site, message.content[msg.ARRAYS], instruction)
     return Message(RecordDict({msg.METRICS: msg.metric_record(figures)}), reply_to=message)

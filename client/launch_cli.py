@@ -4,10 +4,12 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
 
+from client import warm_start
 from client.app_guard import write_launcher
 from common.config import ConfigError, SiteConfig, load_site_config
 from common.launch import flower_env, run_forwarding
@@ -31,6 +33,32 @@ def supernode_command(site: SiteConfig, site_yaml: Path, *, runtime_port: int | 
     if max_wait_time is not None:
         command += ["--max-wait-time", str(max_wait_time)]
     return command
+
+
+TASK_POLL_SECONDS = "0.1"
+
+
+def start_warm_server(env: dict[str, str], cwd: Path) -> subprocess.Popen | None:
+    """Start the warm ClientApp server (client/warm_start.py) and point the launchers at it via
+    `env`; None (every ClientApp starts cold) if it cannot start."""
+    try:
+        path = warm_start.private_socket_path()
+    except OSError as err:
+        print(f"clafed client: no warm ClientApp server ({err}); every message starts a cold process",
+              file=sys.stderr)
+        return None
+    env[warm_start.ENV_SOCKET] = str(path)
+    return subprocess.Popen([sys.executable, "-m", "client.warm_start", str(path)], env=env, cwd=cwd)
+
+
+def stop_process(process: subprocess.Popen, grace: float = 5.0) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(grace)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def flwr_home(site: SiteConfig) -> Path:
@@ -62,6 +90,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="give up after this many reconnection attempts (default: retry forever)")
     parser.add_argument("--max-wait-time", type=float, default=None,
                         help="give up reconnecting after this many seconds (default: never)")
+    parser.add_argument("--cold", action="store_true",
+                        help="start every ClientApp cold, as Flower does (default: forked from a warm process "
+                             "that has imported torch and Flower once; see client/warm_start.py)")
     parser.add_argument("--print", action="store_true", dest="print_only",
                         help="print the environment and command instead of running them")
 
@@ -91,7 +122,15 @@ def run(args: argparse.Namespace) -> int:
     home.mkdir(parents=True, exist_ok=True)
     # Flower starts `flwr-clientapp` by name for every message: ours checks the app first.
     guarded = write_launcher(home / "bin")
-    rc = run_forwarding(command, flower_env(first_on_path=[guarded.parent], FLWR_HOME=str(home)), cwd=home)
+    env = flower_env(first_on_path=[guarded.parent], FLWR_HOME=str(home),
+                     # Flower's SuperExec looks for the next message to run every second by default.
+                     FLWR_SUPEREXEC_TASK_POLL_INTERVAL=TASK_POLL_SECONDS)
+    warm = None if args.cold else start_warm_server(env, home)
+    try:
+        rc = run_forwarding(command, env, cwd=home)
+    finally:
+        if warm is not None:
+            stop_process(warm)
     # flwr exits 1 on any error (its own code, e.g. 305 for a refused connection, is only logged);
     # a stop by signal gives a negative code and needs no hint.
     if rc > 0:

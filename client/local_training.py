@@ -15,9 +15,10 @@ from client.disclosure import shareable_validation
 from common import federated_validation as fv
 from common import messages as msg
 from common.config import Profile, TrainConfig
+from common.dataset import CaseDataset
 from common.errors import ProtocolError
 from common.labels import CLASS_INDEX, GATE_PHASE, LOCALISER, check_phase, phase_level
-from common.localiser import NodeLocaliser
+from common.localiser import LocaliserDataset, NodeLocaliser
 from common.localiser_training import train_localiser
 from common.model import SubModel
 from common.site import SiteData
@@ -76,6 +77,11 @@ def train_round(site: SiteData, instruction: msg.PhaseInstruction, arrays: Array
     seed = instruction.seed + 1000 * server_round
     cfg = local_train_config(profile, site, seed)
     device = resolve_device(cfg.device)
+    dataset = (site.localiser_dataset(profile.data, seed=seed) if isinstance(model, NodeLocaliser)
+               else site.train_dataset(phase_level(phase), profile.data, seed=seed))
+    # Images come from the site's disk cache after the first round (decoding is not training).
+    prepared = time.perf_counter()
+    site.prepare(dataset)
     started = time.perf_counter()
     carry = (optimizer_store.load(site.config.output_dir, run_id, phase, server_round)
              if run_id is not None else None)
@@ -83,10 +89,10 @@ def train_round(site: SiteData, instruction: msg.PhaseInstruction, arrays: Array
                    desc=f"{site.config.name} {phase} round {server_round}",
                    span=((server_round - 1) / rounds, server_round / rounds), carry=carry)
     if isinstance(model, NodeLocaliser):
-        dataset = site.localiser_dataset(profile.data, seed=seed)
+        assert isinstance(dataset, LocaliserDataset)
         history = train_localiser(model, dataset, cfg, **options)
     else:
-        dataset = site.train_dataset(phase_level(phase), profile.data, seed=seed)
+        assert isinstance(dataset, CaseDataset)
         history = train_submodel(model, dataset, cfg, **options)
     if carry is not None:
         optimizer_store.save(site.config.output_dir, run_id, phase, server_round, rounds, carry)
@@ -94,6 +100,7 @@ def train_round(site: SiteData, instruction: msg.PhaseInstruction, arrays: Array
     last = history[-1] if history else None
     figures = {msg.NUM_EXAMPLES: len(dataset), "loss": last.loss if last else 0.0,
                "accuracy": last.accuracy if last else 0.0, "train_seconds": seconds, "epochs": len(history),
+               "prepare_seconds": started - prepared,
                "lr": last.lr if last else 0.0,
                # ru_maxrss is in KiB on Linux: the site process's peak memory so far
                "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
@@ -121,6 +128,7 @@ def validate_round(site: SiteData, instruction: msg.PhaseInstruction, arrays: Ar
 def validation_figures(site: SiteData, phase: str, profile: Profile, model: SubModel) -> dict[str, float | int]:
     """Aggregate validation figures of `model` (the network of `phase`) on the site's validation cases."""
     dataset = site.validation_dataset(phase_level(phase), profile.data)
+    site.prepare(dataset)
     proba = predict_probabilities(model, dataset, batch_size=site.config.batch_size,
                                   device=resolve_device(site.config.device))  # (0, n_classes) without cases
     targets = dataset.targets()

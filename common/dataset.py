@@ -82,6 +82,11 @@ class CaseDataset(Dataset):
         """Change the augmentation draws for a new epoch."""
         self.epoch = epoch
 
+    def prepare_all(self) -> None:
+        """Decode and crop every case's images now (see SiteData.prepare)."""
+        for index in range(len(self.cases)):
+            self._prepared(index)
+
     def targets(self) -> np.ndarray:
         """Targets of all cases without reading any image."""
         return np.array([self._target(c) for c in self.cases], dtype=np.int64)

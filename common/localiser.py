@@ -26,7 +26,7 @@ from common.manifest import Case
 
 Box = tuple[int, int, int, int]  # x, y, w, h in image pixels
 # Cached frames are downscaled to this many times the input side: room for crop augmentation.
-_CACHE_SCALE = 2
+CACHE_SCALE = 2
 
 
 class NodeLocaliser(nn.Module):
@@ -131,10 +131,15 @@ class LocaliserDataset(Dataset):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def prepare_all(self) -> None:
+        """Decode every frame now (a site does this before it trains: see SiteData.prepare)."""
+        for case in self.cases:
+            self._frame(case)
+
     def _frame(self, case: Case) -> tuple[np.ndarray, Box]:
         if case.case_id not in self._cache:
             image = read_image(case.bus_path, None)
-            scale = min(1.0, _CACHE_SCALE * self.size / max(image.shape[:2]))
+            scale = min(1.0, CACHE_SCALE * self.size / max(image.shape[:2]))
             if scale < 1.0:
                 image = cv2.resize(image, (round(image.shape[1] * scale), round(image.shape[0] * scale)),
                                    interpolation=cv2.INTER_AREA)

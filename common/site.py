@@ -1,16 +1,21 @@
 """A site's data as every part of clafed sees it: validated cases split into training and held-out."""
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from common import site_cache
 from common.config import ConfigError, DataConfig, SiteConfig, load_site_config
-from common.dataset import CaseDataset
+from common.dataset import CaseDataset, Prepared
 from common.holdout import split_holdout, split_validation
 from common.labels import LEVELS, LOCALISER, SHARED, Level
+from common.localiser import CACHE_SCALE as LOCALISER_CACHE_SCALE
 from common.localiser import LocaliserDataset
 from common.manifest import Case
 from common.validation import load_cases
+
+log = logging.getLogger("clafed.site")
 
 
 @dataclass
@@ -27,8 +32,15 @@ class SiteData:
     heldout_cases: list[Case]
     validation_cases: list[Case] = field(default_factory=list)
     _datasets: dict = field(default_factory=dict, repr=False)
+    # This version's folder of the site's disk cache (common/site_cache.py), where the images
+    # decoded by one process wait for the next; None: images are decoded in every process.
+    cache: Path | None = None
     # Decoded and cropped images per preprocessing config, shared by all of this site's datasets.
     _images: dict = field(default_factory=dict, repr=False)
+    # Localiser frames per input size.
+    _frames: dict = field(default_factory=dict, repr=False)
+    # Disk-backed image caches: file -> (entries by case id, how many the file holds, encoder).
+    _on_disk: dict = field(default_factory=dict, repr=False)
 
     @classmethod
     def load(cls, config: SiteConfig, check_images: bool = True) -> "SiteData":
@@ -52,9 +64,10 @@ class SiteData:
 
     def localiser_dataset(self, cfg: DataConfig, seed: int = 0) -> LocaliserDataset:
         """The training cases that have an ROI, as whole B-mode frames for the node localiser."""
-        # Memoised, so its frames are decoded once per run (one dataset per size: no cache to share).
+        # Memoised, so its frames are decoded once per process (and once per run with a disk cache).
         dataset = self._memo(("localiser", cfg.localiser_size),
-                             lambda: LocaliserDataset(self.train_cases, cfg.localiser_size, train=True, seed=seed))
+                             lambda: LocaliserDataset(self.train_cases, cfg.localiser_size, train=True, seed=seed,
+                                                      cache=self._frame_cache(cfg.localiser_size)))
         dataset.seed = seed
         return dataset
 
@@ -96,13 +109,51 @@ class SiteData:
             what = "no held-out cases"
         return f"{what}, n={len(self.heldout_cases)}"
 
+    def prepare(self, dataset: CaseDataset | LocaliserDataset) -> None:
+        """Decode every image `dataset` reads now, not while it trains (those a previous process
+        left in the disk cache are read from there), and store the new ones for the next."""
+        dataset.prepare_all()
+        self.store_cache()
+
+    def store_cache(self) -> None:
+        """Write the disk-backed image caches that gained entries (no-op without a disk cache)."""
+        for path, (entries, stored, encode) in list(self._on_disk.items()):
+            if len(entries) > stored:
+                try:
+                    site_cache.save_images(path, {case_id: encode(e) for case_id, e in entries.items()})
+                except OSError as err:  # a full disk costs the next process time, never this round
+                    log.warning("could not write the image cache %s (%s)", path, err)
+                    continue
+                self._on_disk[path] = (entries, len(entries), encode)
+
     def _image_cache(self, cfg: DataConfig) -> dict:
-        return self._images.setdefault(cfg, {})
+        if cfg not in self._images:
+            settings = ("prepared", cfg.input_size, cfg.roi_margin, cfg.augment.box_jitter)
+            self._images[cfg] = self._disk_backed(settings, _prepared_from_pairs, lambda entry: entry)
+        return self._images[cfg]
+
+    def _frame_cache(self, size: int) -> dict:
+        if size not in self._frames:
+            self._frames[size] = self._disk_backed(("localiser", size, LOCALISER_CACHE_SCALE),
+                                                   lambda pairs: pairs[0], lambda entry: (entry,))
+        return self._frames[size]
+
+    def _disk_backed(self, settings: tuple, decode, encode) -> dict:
+        if self.cache is None:
+            return {}
+        path = self.cache / f"{settings[0]}-{site_cache.settings_key(*settings)}.npz"
+        entries = {case_id: decode(pairs) for case_id, pairs in site_cache.load_images(path).items()}
+        self._on_disk[path] = (entries, len(entries), encode)
+        return entries
 
     def _memo(self, key, build):
         if key not in self._datasets:
             self._datasets[key] = build()
         return self._datasets[key]
+
+
+def _prepared_from_pairs(pairs) -> tuple[Prepared, ...]:
+    return tuple(Prepared(image, (int(box[0]), int(box[1]), int(box[2]), int(box[3]))) for image, box in pairs)
 
 
 # site YAML path -> (fingerprint of its files, the loaded site)
@@ -146,5 +197,33 @@ def load_site(path: str | Path) -> SiteData:
     fingerprint = files_fingerprint(path, config)
     cached = _LOADED.get(str(path))
     if cached is None or cached[0] != fingerprint:
-        _LOADED[str(path)] = (fingerprint, SiteData.load(config))
+        _LOADED[str(path)] = (fingerprint, _load_with_disk_cache(config, fingerprint[1:]))
     return _LOADED[str(path)][1]
+
+
+def _load_with_disk_cache(config: SiteConfig, files: tuple) -> SiteData:
+    """Load the site, decoding every image to validate it only if this version of its files
+    (`files`: the manifest's and its images' stamps) has not passed under the same limits before."""
+    try:
+        folder = site_cache.version_dir(config.output_dir, files)
+    except OSError as err:
+        log.warning("%s: no disk cache in %s (%s); every process decodes the images again",
+                    config.name, config.output_dir, err)
+        return SiteData.load(config)
+    limits = site_cache.settings_key("validated", clafed_version(), config.min_image_size, config.max_image_pixels)
+    validated = site_cache.is_validated(folder, limits)
+    site = SiteData.load(config, check_images=not validated)
+    if not validated:
+        site_cache.mark_validated(folder, limits)
+    site.cache = folder
+    return site
+
+
+def clafed_version() -> str:
+    """The installed clafed's version: a new release validates and decodes again."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("clafed")
+    except PackageNotFoundError:
+        return "unknown"

@@ -160,7 +160,7 @@ class RunRecorder:
             "update_norms": {names.get(n, str(n)): norm for n, norm in report.update_norms.items()},
             "dp_noise_std": report.dp_noise_std,
             # Local compute: the slowest site (sites train in parallel) and the sum over sites.
-            "round_seconds": round_seconds, "compute_seconds": compute,
+            "round_seconds": round_seconds, "compute_seconds": compute, "finished_at": report.finished,
             "compute_seconds_total": sum(float(m.get("train_seconds", 0.0)) for m in sites.values()),
             "overhead_seconds": max(0.0, round_seconds - compute),
             # As the sites see it: sent = their replies (the mean), received = the weights sent out.

@@ -10,6 +10,7 @@ from server import run_dir as rd
 from server.federation import FederationError, run_federation
 from server.report import write_report
 from server.settings import load_settings
+from server.transport import TransportGrid
 
 app = ServerApp()
 
@@ -17,8 +18,10 @@ app = ServerApp()
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    # Not one log line per HTTP request: Flower stores the ServerApp's log in the SuperLink's state.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     settings = load_settings(context.run_config)
-    recorder = run_federation(grid, settings)
+    recorder = run_federation(TransportGrid(grid), settings)  # packed weights, prompt replies
     log = logging.getLogger("clafed.server")
     try:
         md, _ = write_report(recorder.path)

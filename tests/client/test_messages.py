@@ -17,7 +17,7 @@ from common.model import SubModel
 from tests.sitegen import write_site
 
 TRAIN_FIGURES = {msg.NUM_EXAMPLES, "loss", "accuracy", "train_seconds", "epochs", "lr", "peak_rss_bytes",
-                 "peak_gpu_bytes"}
+                 "peak_gpu_bytes", "prepare_seconds"}
 
 
 @pytest.fixture

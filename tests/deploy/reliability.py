@@ -17,8 +17,18 @@ import yaml
 
 from common.cli import main as clafed
 from server.certs import generate_credentials
-from tests.deploy.harness import CLAFED, Processes, env_with, flower_home, free_port, run_flwr, wait_for
-from tests.deploy.test_e2e import READY, REPO, site_yaml
+from simulation.loopback import (
+    CLAFED,
+    READY,
+    REPO,
+    Processes,
+    env_with,
+    flower_home,
+    free_port,
+    run_flwr,
+    site_yaml,
+    wait_for,
+)
 
 
 def main(base: Path) -> None:

@@ -7,40 +7,27 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import pytest
-import yaml
 
 from common.cli import main as clafed
-from server.certs import generate_credentials
-from tests.deploy.harness import CLAFED, Processes, env_with, flower_home, free_port, run_flwr, wait_for
+from simulation.loopback import (
+    CLAFED,
+    REPO,
+    SITES,
+    Processes,
+    env_with,
+    flower_home,
+    free_port,
+    run_flwr,
+    site_yaml,
+    start_deployment,
+    wait_for,
+)
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[2]
-SITES = ("hospital1", "hospital2", "hospital3")
 FEDERATION = "clafed-e2e"
-READY = "Uvicorn running on https"
-
-
-def site_yaml(folder: Path, name: str, data: Path, creds, address: str, key_of: str | None = None,
-              with_ca: bool = True) -> Path:
-    """The repository's example YAML for `name` with this test's data, address and credentials."""
-    example = REPO / "sites" / f"{name}.yaml"
-    site = yaml.safe_load(example.read_text()) if example.is_file() else {"name": name, "role": "evaluate",
-                                                                           "holdout": {"kind": "all"}}
-    private, _ = creds.site_keys[key_of or name]
-    site.update(manifest=str(data / name / "manifest.csv"), output_dir=str(folder / "outputs" / name),
-                server_address=address, device="cpu", batch_size=8, auth_private_key=str(private),
-                root_certificates=str(creds.ca_cert) if with_ca else None,
-                coordinator_public_key=str(creds.signing_public_key),
-                heatmaps={"mode": "per_class", "per_class": 1})
-    site = {k: v for k, v in site.items() if v is not None}
-    path = folder / "sites" / f"{name}-{key_of or 'own'}-{'ca' if with_ca else 'noca'}.yaml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(site, sort_keys=False))
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -50,41 +37,12 @@ def deployment(tmp_path_factory):
     procs = Processes(base / "logs")
     try:
         assert clafed(["synth", "--preset", "small", "--seed", "0", "--out", str(base / "data")]) == 0
-        # 127.0.0.2 plays a remote address: the SuperLink listens everywhere, its Control API answers
-        # only on the control address 127.0.0.1 (a remote host can never reach that one).
-        creds = generate_credentials(base / "credentials", ["127.0.0.1", "127.0.0.2", "localhost"],
-                                     [*SITES, "rogue"])
-        port = free_port()
-        address = f"127.0.0.1:{port}"
-        procs.markers.append(address)
-        # cwd outside the source tree: the ServerApp must come from the submitted app, not the cwd.
-        # State in memory: with a --database file, Flower 1.41's SQLite (5 s lock timeout) answers
-        # "database is locked" while the ~120 MB final model is stored, and the run dies (seen here
-        # on disk and on tmpfs alike; see docs/deployment.md).
-        superlink = procs.start("superlink", [*CLAFED, "server", "--certs", str(creds.out), "--host", "0.0.0.0",
-                                              "--port", str(port), "--no-database", "--control-host", "127.0.0.1"],
-                                cwd=base / "superlink", env=env_with(FLWR_HOME=str(base / "superlink" / "home")))
-        wait_for(lambda: READY in superlink.text() or not superlink.alive(), 60, "the SuperLink", procs.dump)
-        assert superlink.alive(), procs.dump()
-        home = flower_home(base / "coordinator", FEDERATION, address, creds.ca_cert)
-        for site in SITES:
-            result = run_flwr(["supernode", "register", str(creds.site_keys[site][1]), FEDERATION, "--name", site],
-                              home, 60, cwd=base)
-            assert result.returncode == 0 and "registered successfully" in result.stdout, result.stdout
-        nodes = {}
-        for site in SITES:
-            # The sites reach the Fleet API like remote hosts do.
-            path = site_yaml(base, site, base / "data", creds, f"127.0.0.2:{port}")
-            runtime = free_port()
-            procs.markers.append(f"127.0.0.1:{runtime}")  # the node's flwr-clientapp processes
-            nodes[site] = procs.start(site, [*CLAFED, "client", "--site", str(path), "--runtime-port", str(runtime)],
-                                      cwd=base / "work" / site, env=env_with())
-        for site, node in nodes.items():
-            wait_for(lambda node=node: "SuperNode ID" in node.text() or not node.alive(), 60, f"{site} to connect",
-                     procs.dump)
-            assert node.alive(), procs.dump()
-        yield {"base": base, "creds": creds, "address": address, "port": port, "home": home, "procs": procs,
-               "nodes": nodes}
+        # The sites reach the Fleet API like remote hosts do (127.0.0.2); the Control API answers
+        # only on the control address 127.0.0.1, which a remote host can never reach.
+        dep = start_deployment(base, base / "data", federation=FEDERATION, extra_keys=("rogue",),
+                               site_host="127.0.0.2", procs=procs)
+        yield {"base": base, "creds": dep.creds, "address": dep.address, "port": dep.port, "home": dep.home,
+               "procs": procs, "nodes": dep.nodes}
     finally:
         procs.stop_all()
 

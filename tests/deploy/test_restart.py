@@ -19,8 +19,20 @@ import pytest
 
 from common.cli import main as clafed
 from server.certs import generate_credentials
-from tests.deploy.harness import CLAFED, Processes, env_with, flower_home, free_port, run_flwr, wait_for
-from tests.deploy.test_e2e import FEDERATION, READY, REPO, SITES, site_yaml
+from simulation.loopback import (
+    CLAFED,
+    READY,
+    REPO,
+    SITES,
+    Processes,
+    env_with,
+    flower_home,
+    free_port,
+    run_flwr,
+    site_yaml,
+    wait_for,
+)
+from tests.deploy.test_e2e import FEDERATION
 
 pytestmark = pytest.mark.slow
 

@@ -7,6 +7,7 @@ import torch
 from flwr.app import Context, Error, Message, MetricRecord, RecordDict
 
 from common import messages as msg
+from common import packing
 from common.labels import LEVELS, SHARED
 from server import run_dir as rd
 from server.federation import FederationError
@@ -24,6 +25,20 @@ class Grid:
 
     def get_node_ids(self):
         return [1, 2]
+
+    # The ServerApp talks to the grid as Flower's does: push, then pull the replies.
+    def push_messages(self, messages):
+        messages = list(messages)
+        ids = []
+        for request in messages:
+            ids.append(f"m{len(self.kinds) + len(ids)}")
+            request.metadata.__dict__["_message_id"] = ids[-1]  # what Flower's grid assigns on push
+            request.content = packing.unpacked(request.content)  # what the ClientApp sees
+        self._replies = {reply.metadata.reply_to_message_id: reply for reply in self.send_and_receive(messages)}
+        return ids
+
+    def pull_messages(self, message_ids):
+        return [self._replies.pop(i) for i in list(message_ids) if i in self._replies]
 
     def send_and_receive(self, messages, timeout=None):
         replies = []

@@ -1,7 +1,10 @@
-"""Process management for the loopback deployment tests: every process dies with the test.
+"""A real deployment on this machine's loopback, for the deployment tests and benchmark.
 
-Each process gets its own session (process group), so stopping it also stops the helpers Flower
-spawns (flower-superexec, flwr-serverapp, flwr-clientapp); logs go to files the assertions read.
+A SuperLink with TLS and node authentication and one SuperNode per site, each started through the
+same `clafed server` / `clafed client` commands a coordinator and the hospitals run. Each process
+gets its own session (process group), so stopping it also stops the helpers Flower spawns
+(flower-superexec, flwr-serverapp, flwr-clientapp) and nothing outlives its caller; logs go to
+files that assertions and error messages read.
 """
 from __future__ import annotations
 
@@ -15,8 +18,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
+
 CLAFED = [sys.executable, "-m", "common.cli"]
 BIN = Path(sys.executable).parent
+REPO = Path(__file__).resolve().parents[1]
+SITES = ("hospital1", "hospital2", "hospital3")
+READY = "Uvicorn running on https"  # the SuperLink listens
 
 
 def free_port() -> int:
@@ -185,3 +193,79 @@ def run_flwr(args: list[str], flwr_home: Path, timeout: float, cwd: Path) -> sub
         out, _ = popen.communicate()
         raise AssertionError(f"flwr {' '.join(args)} did not finish in {timeout:.0f} s:\n{out[-4000:]}") from None
     return subprocess.CompletedProcess(popen.args, popen.returncode, out, None)
+
+
+def site_yaml(folder: Path, name: str, data: Path, creds, address: str, key_of: str | None = None,
+              with_ca: bool = True) -> Path:
+    """The repository's example YAML for `name` with this deployment's data, address and credentials."""
+    example = REPO / "sites" / f"{name}.yaml"
+    site = yaml.safe_load(example.read_text()) if example.is_file() else {"name": name, "role": "evaluate",
+                                                                           "holdout": {"kind": "all"}}
+    private, _ = creds.site_keys[key_of or name]
+    site.update(manifest=str(data / name / "manifest.csv"), output_dir=str(folder / "outputs" / name),
+                server_address=address, device="cpu", batch_size=8, auth_private_key=str(private),
+                root_certificates=str(creds.ca_cert) if with_ca else None,
+                coordinator_public_key=str(creds.signing_public_key),
+                heatmaps={"mode": "per_class", "per_class": 1})
+    site = {k: v for k, v in site.items() if v is not None}
+    path = folder / "sites" / f"{name}-{key_of or 'own'}-{'ca' if with_ca else 'noca'}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(site, sort_keys=False))
+    return path
+
+
+@dataclass
+class Deployment:
+    base: Path
+    creds: object  # server.certs.Credentials
+    port: int
+    address: str
+    home: Path  # the coordinator's FLWR_HOME (for `flwr` commands)
+    procs: Processes
+    superlink: Proc
+    nodes: dict[str, Proc]
+    federation: str
+
+
+def start_deployment(base: Path, data: Path, *, federation: str = "clafed", sites: tuple[str, ...] = SITES,
+                     extra_keys: tuple[str, ...] = (), site_host: str = "127.0.0.1",
+                     client_args: tuple[str, ...] = (), procs: Processes | None = None) -> Deployment:
+    """Credentials, a SuperLink (with its database), every site registered and connected.
+
+    `site_host` is the address the SuperNodes dial (127.0.0.2 plays a remote host: the Control API
+    answers only on 127.0.0.1); `extra_keys` are key pairs made but not registered.
+    """
+    from server.certs import generate_credentials
+
+    procs = procs or Processes(base / "logs")
+    creds = generate_credentials(base / "credentials", ["127.0.0.1", "127.0.0.2", "localhost"],
+                                 [*sites, *extra_keys])
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    procs.markers.append(address)
+    # cwd outside the source tree: the ServerApp must come from the submitted app, not the cwd.
+    superlink = procs.start("superlink", [*CLAFED, "server", "--certs", str(creds.out), "--host", "0.0.0.0",
+                                          "--port", str(port), "--control-host", "127.0.0.1"],
+                            cwd=base / "superlink", env=env_with(FLWR_HOME=str(base / "superlink" / "home")))
+    wait_for(lambda: READY in superlink.text() or not superlink.alive(), 60, "the SuperLink", procs.dump)
+    if not superlink.alive():
+        raise RuntimeError(f"the SuperLink did not start:\n{procs.dump()}")
+    home = flower_home(base / "coordinator", federation, address, creds.ca_cert)
+    for site in sites:
+        result = run_flwr(["supernode", "register", str(creds.site_keys[site][1]), federation, "--name", site],
+                          home, 60, cwd=base)
+        if result.returncode != 0 or "registered successfully" not in result.stdout:
+            raise RuntimeError(f"registering {site} failed:\n{result.stdout}")
+    nodes = {}
+    for site in sites:
+        path = site_yaml(base, site, data, creds, f"{site_host}:{port}")
+        runtime = free_port()
+        procs.markers.append(f"127.0.0.1:{runtime}")  # the node's flwr-clientapp processes
+        nodes[site] = procs.start(site, [*CLAFED, "client", "--site", str(path), "--runtime-port", str(runtime),
+                                         *client_args], cwd=base / "work" / site, env=env_with())
+    for site, node in nodes.items():
+        wait_for(lambda node=node: "SuperNode ID" in node.text() or not node.alive(), 60, f"{site} to connect",
+                 procs.dump)
+        if not node.alive():
+            raise RuntimeError(f"{site}'s SuperNode stopped:\n{procs.dump()}")
+    return Deployment(base, creds, port, address, home, procs, superlink, nodes, federation)
