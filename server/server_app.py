@@ -14,9 +14,20 @@ from server.settings import load_settings
 app = ServerApp()
 
 
+def _log_to_stderr() -> None:
+    """clafed's records on stderr. Not through the root logger: Flower's logger has its own handler
+    and also propagates, so a root handler printed each Flower line twice (and let httpx's in)."""
+    logger = logging.getLogger("clafed")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    _log_to_stderr()
     settings = load_settings(context.run_config)
     recorder = run_federation(grid, settings)
     log = logging.getLogger("clafed.server")
