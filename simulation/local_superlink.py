@@ -73,7 +73,7 @@ def start_superlink(run_dir: Path, environ: Mapping[str, str]) -> SuperLink:
     with open(folder / "superlink.log", "ab") as log:
         # Own session: the terminal's Ctrl-C reaches clafed, which stops the whole tree in order.
         process = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
+                                   start_new_session=True, preexec_fn=_end_with_parent)
     link = SuperLink(folder, port, process, env)
     deadline = time.monotonic() + STARTUP_TIMEOUT
     while not _healthy(port):
@@ -83,6 +83,16 @@ def start_superlink(run_dir: Path, environ: Mapping[str, str]) -> SuperLink:
                                   f"see {link.log_file}")
         time.sleep(0.3)
     return link
+
+
+def _end_with_parent() -> None:
+    """Linux: SIGTERM to the SuperLink when clafed dies, even by SIGKILL (its SuperExec and
+    flwr-simulation follow their parents), so a killed run leaves no SuperLink behind."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _healthy(port: int) -> bool:
