@@ -76,12 +76,15 @@ def start_superlink(run_dir: Path, environ: Mapping[str, str]) -> SuperLink:
                                    start_new_session=True, preexec_fn=_end_with_parent)
     link = SuperLink(folder, port, process, env)
     deadline = time.monotonic() + STARTUP_TIMEOUT
-    while not _healthy(port):
-        if process.poll() is not None or time.monotonic() > deadline:
-            stop_superlink(link)
-            raise FederationError(f"Flower's SuperLink did not start (exit code {process.returncode}); "
-                                  f"see {link.log_file}")
-        time.sleep(0.3)
+    try:
+        while not _healthy(port):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise FederationError(f"Flower's SuperLink did not start (exit code {process.returncode}); "
+                                      f"see {link.log_file}")
+            time.sleep(0.3)
+    except BaseException:  # Ctrl-C included
+        stop_superlink(link)
+        raise
     return link
 
 

@@ -42,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="show Flower's, Ray's and the sites' lines too (always kept in RUN_DIR/flower/run.log)")
     parser.add_argument("--resume", action="store_true", help="continue the federated run in --out after a crash")
     parser.add_argument("--cpus-per-client", type=float, default=None,
-                        help="CPU cores per simulated site (default: all, so sites train one after another)")
+                        help="whole CPU cores per simulated site (default: all, so sites train one after another)")
     parser.add_argument("--gpus-per-client", type=float, default=0.0, help="GPU fraction per simulated site")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     parser.add_argument("--heatmaps", type=int, default=1, help="heatmap pictures per class per site (0: none)")
