@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Mapping
 
 from server.federation import FederationError
+from simulation.orphan_guard import alive, process_tree, send
 
 FLOWER_DIR = "flower"  # inside the run folder
 CONNECTION = "clafed-simulation"  # the SuperLink connection's name in FLWR_HOME/config.toml
@@ -34,6 +35,7 @@ class SuperLink:
     port: int
     process: subprocess.Popen
     env: dict[str, str]  # what the SuperLink and the Flower CLI calls run with
+    guard: subprocess.Popen  # simulation/orphan_guard.py
 
     @property
     def log_file(self) -> Path:
@@ -73,8 +75,11 @@ def start_superlink(run_dir: Path, environ: Mapping[str, str]) -> SuperLink:
     with open(folder / "superlink.log", "ab") as log:
         # Own session: the terminal's Ctrl-C reaches clafed, which stops the whole tree in order.
         process = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                   start_new_session=True, preexec_fn=_end_with_parent)
-    link = SuperLink(folder, port, process, env)
+                                   start_new_session=True)
+    # Killed clafed must not leave the run going on: the guard ends the tree then.
+    guard = subprocess.Popen([sys.executable, "-m", "simulation.orphan_guard", str(os.getpid()), str(process.pid)],
+                             env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True)
+    link = SuperLink(folder, port, process, env, guard)
     deadline = time.monotonic() + STARTUP_TIMEOUT
     try:
         while not _healthy(port):
@@ -88,16 +93,6 @@ def start_superlink(run_dir: Path, environ: Mapping[str, str]) -> SuperLink:
     return link
 
 
-def _end_with_parent() -> None:
-    """Linux: SIGTERM to the SuperLink when clafed dies, even by SIGKILL (its SuperExec and
-    flwr-simulation follow their parents), so a killed run leaves no SuperLink behind."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        PR_SET_PDEATHSIG = 1
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
 def _healthy(port: int) -> bool:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as response:
@@ -108,57 +103,16 @@ def _healthy(port: int) -> bool:
 
 def stop_superlink(link: SuperLink) -> None:
     """SIGTERM to the SuperLink and all its descendants, SIGKILL to what is left after STOP_GRACE."""
+    # Read before any is signalled: a process whose parent ends drops out of the tree.
     tree = process_tree(link.process.pid)
-    for pid in tree:
-        _signal(pid, signal.SIGTERM)
+    send(tree, signal.SIGTERM)
     deadline = time.monotonic() + STOP_GRACE
-    while time.monotonic() < deadline and any(_alive(pid) for pid in tree):
+    while time.monotonic() < deadline and any(alive(pid) for pid in tree):
         link.process.poll()  # reaps the SuperLink itself
         time.sleep(0.2)
-    for pid in tree:
-        if _alive(pid):
-            _signal(pid, signal.SIGKILL)
-    try:
-        link.process.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        pass
-
-
-def process_tree(root: int) -> list[int]:
-    """`root` and its descendants (Linux /proc; elsewhere `root` only), read before any is signalled:
-    a process whose parent ends is re-parented and would drop out of the tree."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").glob("[0-9]*"):
+    send([pid for pid in tree if alive(pid)], signal.SIGKILL)
+    for process in (link.process, link.guard):  # the guard ends with the SuperLink
         try:
-            # The command name in brackets may hold spaces: fields start after its last ')'.
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(ppid, []).append(int(entry.name))
-    tree, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        tree.append(pid)
-        todo.extend(children.get(pid, []))
-    return tree
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        return state not in ("Z", "X")
-    except (OSError, IndexError):
-        if not Path("/proc").is_dir():  # not Linux: ask the process itself
-            try:
-                os.kill(pid, 0)
-                return True
-            except OSError:
-                return False
-        return False
-
-
-def _signal(pid: int, sig: int) -> None:
-    try:
-        os.kill(pid, sig)
-    except OSError:
-        pass
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()

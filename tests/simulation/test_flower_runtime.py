@@ -6,12 +6,14 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import tomllib
 from pathlib import Path
 
 import pytest
 
 from server.settings import Settings, load_settings, run_config_toml
+from simulation.orphan_guard import alive, process_tree
 from simulation.run_view import RunView
 
 NOISE = ("DEPRECATED", "alembic", "FutureWarning", "httpx")
@@ -43,12 +45,12 @@ def test_the_quiet_view_keeps_clafed_lines_and_counts_rounds():
 
 
 def test_the_superlink_binds_loopback_and_stops_with_its_children(tmp_path):
-    from simulation.local_superlink import process_tree, start_superlink, stop_superlink
+    from simulation.local_superlink import start_superlink, stop_superlink
 
     link = start_superlink(tmp_path, dict(os.environ))
     try:
-        tree = process_tree(link.process.pid)
-        assert len(tree) >= 2  # the SuperLink and the SuperExec it started
+        tree = process_tree(link.process.pid) + [link.guard.pid]
+        assert len(tree) >= 3  # the SuperLink, the SuperExec it started, the orphan guard
         assert f"127.0.0.1:{link.port}" in (tmp_path / "flower" / "home" / "config.toml").read_text()
     finally:
         stop_superlink(link)
@@ -82,6 +84,18 @@ def simulate(cache: Path, out: Path, *extra: str) -> subprocess.CompletedProcess
             "--shared-rounds", "0", "--localiser-rounds", "0", "--bootstrap", "10", "--heatmaps", "0",
             "--out", str(out), *extra]
     return subprocess.run(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=400)
+
+
+def test_the_guard_kills_the_tree_when_its_parent_dies():
+    tree = subprocess.Popen([sys.executable, "-c", "import subprocess, sys, time; "
+                             "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); time.sleep(60)"])
+    parent = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.5)"])
+    time.sleep(0.3)  # the child's child is up
+    members = process_tree(tree.pid)
+    guard = subprocess.run([sys.executable, "-m", "simulation.orphan_guard", str(parent.pid), str(tree.pid)], timeout=30)
+    parent.wait()
+    tree.wait(timeout=10)
+    assert guard.returncode == 0 and len(members) == 2 and not [pid for pid in members if alive(pid)]
 
 
 @pytest.mark.slow
