@@ -18,6 +18,7 @@ import zipfile
 from pathlib import Path, PurePosixPath
 
 from common.errors import ClafedError
+from common.log_setup import log_clafed_to_stderr
 
 CLIENTAPP = "client.client_app:app"
 # Written by `flwr build` itself: the list of the FAB's files with their hashes.
@@ -102,15 +103,9 @@ def install_guard() -> None:
     runner.install_from_fab = checked_install
 
 
-def configure_logging() -> None:
-    """clafed's INFO lines in the site's log; not one line per HTTP request to the SuperNode."""
-    logging.basicConfig(level=logging.INFO)
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-
-
 def main() -> None:
     """`flwr-clientapp`, guarded (the script `clafed client` puts first on the SuperNode's PATH)."""
-    configure_logging()
+    log_clafed_to_stderr()
     install_guard()
     from flwr.supernode.cli.flwr_clientapp import flwr_clientapp
 

@@ -10,8 +10,9 @@ from common.config import ConfigError
 from common.site import SiteData, load_site
 
 NODE_CONFIG_KEY = "site-config"
-# Simulation only: Flower's simulation engine gives each virtual SuperNode just a partition id,
-# so the runner lists the sites' YAML paths (JSON) in this variable, indexed by that id.
+# Simulation only: Flower's simulation runtime gives each virtual SuperNode just a partition id,
+# so the runner lists the sites' YAML paths (JSON) in this variable, indexed by that id; it is
+# set in the SuperLink's environment, which every process the SuperLink starts inherits.
 ENV_SITES = "CLAFED_SITES"
 
 

@@ -107,9 +107,10 @@ def preload() -> None:
     import flwr.supernode.runtime.run_clientapp  # noqa: F401
 
     import client.client_app  # noqa: F401  (torch, torchvision, cv2, clafed's client side)
-    from client.app_guard import configure_logging, install_guard
+    from client.app_guard import install_guard
+    from common.log_setup import log_clafed_to_stderr
 
-    configure_logging()
+    log_clafed_to_stderr()
     install_guard()
 
 

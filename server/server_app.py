@@ -6,6 +6,7 @@ import logging
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
+from common.log_setup import log_clafed_to_stderr
 from server import run_dir as rd
 from server.federation import FederationError, run_federation
 from server.report import write_report
@@ -17,9 +18,7 @@ app = ServerApp()
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    # Not one log line per HTTP request: Flower stores the ServerApp's log in the SuperLink's state.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    log_clafed_to_stderr()
     settings = load_settings(context.run_config)
     recorder = run_federation(TransportGrid(grid), settings)  # packed weights, prompt replies
     log = logging.getLogger("clafed.server")

@@ -1,8 +1,8 @@
 """The coordinator's run settings, read from Flower's run config (`flwr run --run-config ...`).
 
-Flower's simulation engine passes no run config to `run_simulation`, so the simulation runner
-hands the same settings over in the CLAFED_RUN_CONFIG environment variable (JSON); keys given
-in both places take the run config's value.
+`clafed simulate` submits its settings as the run config too (run_config_toml). Settings may also
+come as JSON in the CLAFED_RUN_CONFIG environment variable (a ServerApp started without a run
+config); keys given in both places take the run config's value.
 """
 from __future__ import annotations
 
@@ -153,5 +153,17 @@ def load_settings(run_config: Mapping[str, object], environ: Mapping[str, str] =
 
 
 def settings_json(settings: Settings) -> str:
-    """The settings as the JSON the simulation runner puts into the environment."""
+    """The settings as JSON (the run's records; CLAFED_RUN_CONFIG)."""
     return json.dumps({f.name: getattr(settings, f.name) for f in fields(settings)})
+
+
+def run_config_toml(settings: Settings) -> str:
+    """The settings as a run-config TOML file (`flwr run --run-config FILE`), keys as in pyproject.toml."""
+    lines = []
+    for f in fields(settings):
+        value = getattr(settings, f.name)
+        # JSON's strings are TOML basic strings; repr() writes floats TOML reads back exactly.
+        text = ("true" if value else "false") if isinstance(value, bool) else \
+            json.dumps(value) if isinstance(value, str) else repr(value)
+        lines.append(f"{f.name.replace('_', '-')} = {text}")
+    return "\n".join(lines) + "\n"

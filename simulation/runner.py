@@ -1,7 +1,8 @@
-"""Run the whole federation on one machine: data, site YAMLs, Flower's simulation engine, baselines.
+"""Run the whole federation on one machine: data, site YAMLs, Flower's simulation runtime, baselines.
 
-The virtual hospitals run exactly the ClientApp and ServerApp a deployment runs; only the
-transport differs (Ray actors instead of SuperNodes over the network).
+The virtual hospitals run exactly the ClientApp and ServerApp a deployment runs, submitted with
+`flwr run` to a SuperLink of the run's own; only the transport differs (Ray actors instead of
+SuperNodes over the network).
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import yaml
 from common.config import ConfigError
 from server import run_dir as rd
 from server.federation import FederationError
-from server.settings import ENV_RUN_CONFIG, Settings, settings_json
+from server.settings import ENV_RUN_CONFIG, Settings, run_config_toml
 
 DEFAULT_CACHE = Path(os.environ.get("CLAFED_CACHE", Path.home() / ".cache" / "clafed"))
 
@@ -107,33 +108,41 @@ def write_site_yamls(manifests: dict[str, Path], run_dir: Path, federation: Fede
     return paths
 
 
-def run_federated(settings: Settings, site_yamls: list[Path], federation: Federation) -> Path:
-    """Run ServerApp + one virtual SuperNode per site on Flower's simulation engine."""
-    from flwr.simulation import run_simulation
-
-    from client.client_app import app as client_app
+def run_federated(settings: Settings, site_yamls: list[Path], federation: Federation, verbose: bool = False) -> Path:
+    """Run ServerApp + one virtual SuperNode per site on a local SuperLink in simulation mode."""
     from client.site_context import ENV_SITES
-    from server.server_app import app as server_app
+    from simulation.flower_run import COMPLETED, run_and_follow
+    from simulation.local_superlink import start_superlink, stop_superlink
+    from simulation.run_view import RunView, phase_rounds
 
-    os.environ[ENV_RUN_CONFIG] = settings_json(settings)
-    os.environ[ENV_SITES] = json.dumps([str(p.resolve()) for p in site_yamls])
-    os.environ["CLAFED_PROGRESS"] = "0"  # interleaved bars from several virtual sites are unreadable
+    run_dir = Path(settings.run_dir)
     cpus = os.cpu_count() or 1
-    per_client = federation.cpus_per_client or float(cpus)
-    os.environ["CLAFED_TORCH_THREADS"] = str(max(1, int(per_client)))
+    # Flower's federation config counts whole cores per virtual SuperNode.
+    per_client = max(1, int(federation.cpus_per_client or cpus))
     gpus = _gpu_count()
+    env = {k: v for k, v in os.environ.items() if k != ENV_RUN_CONFIG}  # the settings go as the run config
+    env.update({ENV_SITES: json.dumps([str(p.resolve()) for p in site_yamls]),
+                "CLAFED_PROGRESS": "0",  # interleaved bars from several virtual sites are unreadable
+                "CLAFED_TORCH_THREADS": str(per_client)})
+    simulation_config = {"num-supernodes": len(site_yamls), "client-resources-num-cpus": per_client,
+                         "client-resources-num-gpus": float(federation.gpus_per_client if gpus else 0.0),
+                         "init-args-num-cpus": cpus, "init-args-num-gpus": gpus, "verbose": verbose}
+    completed = rd.read_json(run_dir / rd.STATE_FILE, {}).get("completed", {}) if settings.resume else {}
+    view = RunView(phase_rounds(settings.build_profile().train), completed, verbose=verbose)
+    link = start_superlink(run_dir, env)
     try:
-        run_simulation(
-            server_app=server_app, client_app=client_app, num_supernodes=len(site_yamls),
-            backend_config={"client_resources": {"num_cpus": per_client,
-                                                 "num_gpus": federation.gpus_per_client if gpus else 0.0},
-                            "init_args": {"num_cpus": cpus, "num_gpus": gpus, "include_dashboard": False}})
-    except FederationError:
-        # A run that finished with site problems keeps its records (rd.run_problems reads them for
-        # the summary and the exit code); one that stopped early is the caller's error.
-        if not rd.read_json(Path(settings.run_dir) / rd.RUN_FILE, {}).get("finished"):
-            raise
-    return Path(settings.run_dir)
+        run_config = link.folder / "run_config.toml"
+        run_config.write_text(run_config_toml(settings))
+        _, status, details = run_and_follow(link, run_config, simulation_config, view.line)
+    finally:
+        view.close()
+        stop_superlink(link)
+    # A run that finished with site problems keeps its records (rd.run_problems reads them for
+    # the summary and the exit code); one that stopped early is the caller's error.
+    if status != COMPLETED and not rd.read_json(run_dir / rd.RUN_FILE, {}).get("finished"):
+        raise FederationError(f"the federated run {status.split(':')[-1] or 'ended'}: {details or 'no details'} "
+                              f"(Flower's log: {link.run_log})")
+    return run_dir
 
 
 def _gpu_count() -> int:
@@ -147,7 +156,7 @@ def mode_dir(run_dir: Path, modes: list[str], mode: str) -> Path:
 
 
 def simulate(run_dir: Path, settings: Settings, federation: Federation, manifests: dict[str, Path],
-             modes: list[str]) -> dict[str, Path]:
+             modes: list[str], verbose: bool = False) -> dict[str, Path]:
     """Run each requested mode on identical site splits; returns {mode: its run folder}."""
     from simulation.baselines import run_local, run_pooled
 
@@ -161,7 +170,7 @@ def simulate(run_dir: Path, settings: Settings, federation: Federation, manifest
         # Every site started here must take part: a site that fails to load stops the run.
         mode_settings = replace(settings, run_dir=str(folder.resolve()), min_sites=len(site_yamls))
         if mode == "federated":
-            run_federated(mode_settings, site_yamls, federation)
+            run_federated(mode_settings, site_yamls, federation, verbose)
         elif mode == "pooled":
             run_pooled(mode_settings, site_yamls, folder)
         elif mode == "local":

@@ -38,9 +38,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="federated: every hospital trains; paper: hospital 1 trains, the others only evaluate")
     parser.add_argument("--mode", default="federated",
                         help="federated, pooled, local, or several comma-separated (same splits for all)")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show Flower's, Ray's and the sites' lines too (always kept in RUN_DIR/flower/run.log)")
     parser.add_argument("--resume", action="store_true", help="continue the federated run in --out after a crash")
     parser.add_argument("--cpus-per-client", type=float, default=None,
-                        help="CPU cores per simulated site (default: all, so sites train one after another)")
+                        help="whole CPU cores per simulated site (default: all, so sites train one after another)")
     parser.add_argument("--gpus-per-client", type=float, default=0.0, help="GPU fraction per simulated site")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     parser.add_argument("--heatmaps", type=int, default=1, help="heatmap pictures per class per site (0: none)")
@@ -89,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
         manifests = site_manifests(args.data, run_dir, preset=args.preset, seed=args.seed, by=args.by,
                                    like=args.like, dirichlet=args.dirichlet, sites=args.sites)
         print(f"run folder: {run_dir}", flush=True)
-        folders = simulate(run_dir, settings, federation, manifests, modes)
+        folders = simulate(run_dir, settings, federation, manifests, modes, verbose=args.verbose)
     except (ConfigError, FederationError, ValueError) as err:
         print(f"clafed simulate: {err}", file=sys.stderr)
         return 2

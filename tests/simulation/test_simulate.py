@@ -17,15 +17,6 @@ pytestmark = pytest.mark.slow
 SITES = ("hospital1", "hospital2", "hospital3")
 
 
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory) -> Path:
-    """Synthetic `small` data generated once for the module (what the runner would cache)."""
-    from simulation.runner import synthetic_data
-    folder = tmp_path_factory.mktemp("cache")
-    synthetic_data("small", 0, folder)
-    return folder
-
-
 def simulate(cache: Path, out: Path, *extra: str) -> subprocess.Popen:
     env = dict(os.environ, CLAFED_CACHE=str(cache))
     args = [sys.executable, "-m", "common.cli", "simulate", "--profile", "tiny", "--preset", "small",
