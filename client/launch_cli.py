@@ -9,7 +9,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from client import warm_start
+from client import supernode_runner, warm_start
 from client.app_guard import write_launcher
 from common.config import ConfigError, SiteConfig, load_site_config
 from common.launch import flower_env, run_forwarding
@@ -90,6 +90,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="give up after this many reconnection attempts (default: retry forever)")
     parser.add_argument("--max-wait-time", type=float, default=None,
                         help="give up reconnecting after this many seconds (default: never)")
+    parser.add_argument("--poll", type=float, default=supernode_runner.DEFAULT_POLL,
+                        help="seconds between the SuperNode's requests for work while it has none "
+                             f"(default {supernode_runner.DEFAULT_POLL}; Flower's own pace is 3)")
     parser.add_argument("--cold", action="store_true",
                         help="start every ClientApp cold, as Flower does (default: forked from a warm process "
                              "that has imported torch and Flower once; see client/warm_start.py)")
@@ -106,8 +109,9 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if args.server_address:
         site = replace(site, server_address=args.server_address)
-    command = supernode_command(site, site_yaml, runtime_port=args.runtime_port,
-                                max_retries=args.max_retries, max_wait_time=args.max_wait_time)
+    command = [sys.executable, "-m", "client.supernode_runner", "--poll", str(args.poll), "--",
+               *supernode_command(site, site_yaml, runtime_port=args.runtime_port, max_retries=args.max_retries,
+                                  max_wait_time=args.max_wait_time)]
     home = flwr_home(site)
     if args.print_only:
         print(f"FLWR_HOME={shlex.quote(str(home))} {shlex.join(command)}")

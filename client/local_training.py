@@ -60,7 +60,8 @@ def train_round(site: SiteData, instruction: msg.PhaseInstruction, arrays: Array
     """Train the received network of the instruction's phase locally; return its weights with
     aggregate figures only.
 
-    With `transfer` fp16 the reply holds the update (trained minus received weights) in fp16.
+    With `transfer` fp16 the reply holds the update (trained minus received weights) in fp16. With
+    `validate_received` the figures also hold validation_figures of the received weights.
     Round r of the phase's `rounds` covers that share of its learning-rate schedule, so a resumed
     run continues the same curve. With the Flower run's `run_id`, the site's AdamW state carries
     over from the previous round of the phase (client/optimizer_store.py, on the site's disk).
@@ -74,6 +75,11 @@ def train_round(site: SiteData, instruction: msg.PhaseInstruction, arrays: Array
     model = phase_network(profile, phase)
     received = msg.arrays_to_state(arrays, model.state_dict())
     model.load_state_dict(received)
+    # The previous round's global network, scored before it trains (no separate validate message).
+    validating = time.perf_counter()
+    validation = (validation_figures(site, phase, profile, model)
+                  if instruction.validate_received and isinstance(model, SubModel) else {})
+    validation_seconds = time.perf_counter() - validating
     seed = instruction.seed + 1000 * server_round
     cfg = local_train_config(profile, site, seed)
     device = resolve_device(cfg.device)
@@ -100,12 +106,13 @@ def train_round(site: SiteData, instruction: msg.PhaseInstruction, arrays: Array
     last = history[-1] if history else None
     figures = {msg.NUM_EXAMPLES: len(dataset), "loss": last.loss if last else 0.0,
                "accuracy": last.accuracy if last else 0.0, "train_seconds": seconds, "epochs": len(history),
-               "prepare_seconds": started - prepared,
+               "prepare_seconds": started - prepared, "validation_seconds": validation_seconds,
                "lr": last.lr if last else 0.0,
                # ru_maxrss is in KiB on Linux: the site process's peak memory so far
                "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
                # The same figures from every site, GPU or not (0 without one).
                "peak_gpu_bytes": int(torch.cuda.max_memory_allocated(device)) if device.type == "cuda" else 0}
+    figures |= {msg.VALIDATION_PREFIX + key: value for key, value in validation.items()}
     trained = model.cpu().state_dict()
     reply = msg.update_arrays(trained, received) if instruction.transfer == "fp16" else msg.state_to_arrays(trained)
     return reply, figures

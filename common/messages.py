@@ -43,6 +43,9 @@ SITE = "site"
 NUM_EXAMPLES = "num-examples"
 # Set by Flower's strategies in every train/evaluate config: the round within this strategy run.
 SERVER_ROUND = "server-round"
+VALIDATE_RECEIVED = "validate-received"
+# A training reply's validation figures of the weights it received (PhaseInstruction.validate_received).
+VALIDATION_PREFIX = "received-validation."
 # Added by Flower's FedProx to the train config.
 PROXIMAL_MU = "proximal-mu"
 
@@ -181,6 +184,13 @@ def metric_record(values: Mapping[str, float | int]) -> MetricRecord:
     return MetricRecord(clean)
 
 
+def split_validation(metrics: Mapping[str, float | int]) -> tuple[dict, dict]:
+    """A training reply's figures as (training figures, validation figures without the prefix)."""
+    train = {k: v for k, v in metrics.items() if not k.startswith(VALIDATION_PREFIX)}
+    validation = {k[len(VALIDATION_PREFIX):]: v for k, v in metrics.items() if k.startswith(VALIDATION_PREFIX)}
+    return train, validation
+
+
 def train_reply(arrays: ArrayRecord, metrics: Mapping[str, float | int]) -> RecordDict:
     """The content of a site's training reply: weights plus scalar figures, nothing else."""
     return RecordDict({ARRAYS: arrays, METRICS: metric_record(metrics)})
@@ -229,6 +239,10 @@ class PhaseInstruction:
     proximal_mu: float = 0.0
     # "fp16": the weights arrive in fp16 and the reply carries the update in fp16 (TRANSFERS)
     transfer: str = "fp32"
+    # Score the received weights (the previous round's global network) on the site's validation
+    # cases before training and return the figures with the training reply (VALIDATION_PREFIX):
+    # one message exchange a round instead of two.
+    validate_received: bool = False
 
     def __post_init__(self) -> None:
         if self.transfer not in TRANSFERS:
@@ -254,7 +268,8 @@ class PhaseInstruction:
                    rounds=_get(config, "rounds", int), round_offset=_get(config, "round-offset", int),
                    seed=_get(config, "seed", int), server_round=_get(config, SERVER_ROUND, int),
                    proximal_mu=_get(config, PROXIMAL_MU, float, 0.0),
-                   transfer=_get(config, "transfer", str, "fp32"))
+                   transfer=_get(config, "transfer", str, "fp32"),
+                   validate_received=_get(config, VALIDATE_RECEIVED, bool, False) is True)
 
 
 @dataclass(frozen=True)

@@ -182,6 +182,7 @@ def train_phase(grid: Grid, settings: Settings, profile: Profile, phase: str, ne
     if saved:
         log.info("%s: %s goes on with its state after round %d", phase, settings.strategy, done)
     strategy.restore_state(saved, done)  # type: ignore[attr-defined]
+    strategy.last_round = rounds - done  # type: ignore[attr-defined]
     config = msg.PhaseInstruction(phase=phase, profile_json=msg.profile_to_json(profile), rounds=rounds,
                                   round_offset=done, seed=settings.seed, transfer=settings.transfer).config()
     log.info("%s: federating rounds %d..%d over %s", phase, done + 1, rounds,

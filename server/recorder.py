@@ -144,7 +144,10 @@ class RunRecorder:
                               self.path / rd.STRATEGY_STATE_FILE)
         sites = {names.get(n, str(n)): m for n, m in report.replies.items()}
         examples = {name: int(m[msg.NUM_EXAMPLES]) for name, m in sites.items()}
-        compute = max((float(m.get("train_seconds", 0.0)) for m in sites.values()), default=0.0)
+        # A site's local compute: its training and (PhaseInstruction.validate_received) its validation.
+        seconds = {name: float(m.get("train_seconds", 0.0)) + float(m.get("validation_seconds", 0.0))
+                   for name, m in sites.items()}
+        compute = max(seconds.values(), default=0.0)
         round_seconds = report.finished - report.started
         record = {
             "level": phase, "round": server_round, "time": now(),
@@ -161,7 +164,7 @@ class RunRecorder:
             "dp_noise_std": report.dp_noise_std,
             # Local compute: the slowest site (sites train in parallel) and the sum over sites.
             "round_seconds": round_seconds, "compute_seconds": compute, "finished_at": report.finished,
-            "compute_seconds_total": sum(float(m.get("train_seconds", 0.0)) for m in sites.values()),
+            "compute_seconds_total": sum(seconds.values()),
             "overhead_seconds": max(0.0, round_seconds - compute),
             # As the sites see it: sent = their replies (the mean), received = the weights sent out.
             "bytes_sent_per_site": statistics.fmean(report.bytes_up.values()) if report.bytes_up else 0.0,

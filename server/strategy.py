@@ -61,6 +61,9 @@ class TargetedRounds:
     on_validation: Callable[[int, dict[int, dict], dict[int, str]], None] | None = None
     # Rounds of this phase completed before a resume (restore_state).
     rounds_before: int = 0
+    # Rounds of this strategy run: rounds before the last are validated by the next round's training
+    # replies (PhaseInstruction.validate_received); only the last one gets validate messages.
+    last_round: int = 1
     _started: float
     _dtypes: dict[str, np.dtype]
 
@@ -74,6 +77,8 @@ class TargetedRounds:
         if not sampled:
             return []
         content = sampled[0].content
+        content[CONFIG] = ConfigRecord(dict(content[CONFIG], **{
+            msg.VALIDATE_RECEIVED: server_round > 1 and self.on_validation is not None}))
         if self.transfer == "fp16":
             content[ARRAYS] = msg.half_arrays(arrays)
         self._bytes_down = msg.arrays_nbytes(content[ARRAYS])
@@ -84,9 +89,13 @@ class TargetedRounds:
     def aggregate_train(self, server_round: int, replies: Iterable[Message]):
         replies = list(replies)
         failures = {r.metadata.src_node_id: short_reason(r.error.reason) for r in replies if r.has_error()}
-        ok, bytes_up = [], {}
+        ok, bytes_up, validation = [], {}, {}
         for reply in (r for r in replies if not r.has_error()):
             node = reply.metadata.src_node_id
+            figures, validation[node] = msg.split_validation(reply.content[METRICS]) \
+                if isinstance(reply.content.get(METRICS), MetricRecord) else ({}, {})
+            if validation[node]:
+                reply.content[METRICS] = MetricRecord(figures)
             problem = reply_checks.train_reply_problem(reply.content, self._sent, self.declared.get(node, 0),
                                                        self.transfer)
             if problem:
@@ -114,6 +123,8 @@ class TargetedRounds:
             arrays = self.dp.noised(arrays, weights, np.random.default_rng())  # unseeded: noise must not be guessable
         if arrays is not None:
             arrays = msg.cast_like(arrays, self._dtypes)
+        if server_round > 1 and self.on_validation is not None:  # the previous round's global network
+            self.on_validation(server_round - 1, {n: v for n, v in validation.items() if n in self.validators and v}, {})
         report = RoundReport(
             server_round=server_round, arrays=arrays, metrics=metrics, replies=figures,
             failures=failures, targeted=list(self._targeted), started=self._started, finished=time.time(),
@@ -146,9 +157,9 @@ class TargetedRounds:
 
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                            grid: Grid) -> Iterable[Message]:
-        """Send the round's global network to the sites that hold validation cases of this phase."""
-        if self.on_validation is None:
-            return []
+        """Send the last round's global network to the sites that hold validation cases of this phase."""
+        if self.on_validation is None or server_round != self.last_round:
+            return []  # earlier rounds are validated by the next round's training replies
         online = set(grid.get_node_ids())
         config = ConfigRecord(dict(config, **{SERVER_ROUND: server_round}))
         content = RecordDict({ARRAYS: msg.half_arrays(arrays) if self.transfer == "fp16" else arrays, CONFIG: config})
@@ -157,7 +168,7 @@ class TargetedRounds:
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
         """Hand the sites' validation figures (aggregate counts) to the server's recorder."""
-        if self.on_validation is None:
+        if self.on_validation is None or server_round != self.last_round:
             return None
         replies = list(replies)
         figures = {r.metadata.src_node_id: dict(r.content[METRICS]) for r in replies if not r.has_error()}

@@ -10,6 +10,7 @@ first round of a phase has no previous round to measure from and is left out.
     python -m simulation.deploy_benchmark --profile tiny --preset small --rounds 3
     python -m simulation.deploy_benchmark --profile cpu --rounds 2            # the default data
     python -m simulation.deploy_benchmark --profile tiny --cold               # Flower's cold start
+    python -m simulation.deploy_benchmark --profile tiny --transfer fp16      # half the bytes
 
 Figures only: the targets (cpu ≤ 10 % outside local compute, tiny ≤ 5 s) are judged by reading.
 """
@@ -59,7 +60,8 @@ def wait_for_run(run_dir: Path, deployment, timeout: float) -> None:
     raise RuntimeError(f"the run did not finish within {timeout:.0f} s:\n{deployment.procs.dump()}")
 
 
-def run_benchmark(base: Path, profile: str, preset: str, rounds: int, cold: bool, timeout: float) -> list[dict]:
+def run_benchmark(base: Path, profile: str, preset: str, rounds: int, cold: bool, timeout: float,
+                  transfer: str = "fp32") -> list[dict]:
     from simulation.loopback import REPO, Processes, run_flwr, start_deployment
     from simulation.runner import synthetic_data
 
@@ -70,6 +72,7 @@ def run_benchmark(base: Path, profile: str, preset: str, rounds: int, cold: bool
         deployment = start_deployment(base, folders.pop(), procs=procs, client_args=("--cold",) if cold else ())
         run_dir = base / "run"
         config = (f'profile="{profile}" rounds={rounds} shared-rounds={rounds} localiser-rounds=0 '
+                  f'transfer="{transfer}" '
                   f'run-dir="{run_dir}" signing-key="{deployment.creds.signing_key}" min-sites=3 bootstrap=50 '
                   f'connect-timeout=120.0 round-timeout={timeout} eval-timeout={timeout}')
         submitted = run_flwr(["run", str(REPO), deployment.federation, "--run-config", config], deployment.home,
@@ -101,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="synthetic data (default: small for tiny, the default paper data otherwise)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds per sub-model (and of the shared network)")
     parser.add_argument("--cold", action="store_true", help="start every ClientApp cold (clafed client --cold)")
+    parser.add_argument("--transfer", default="fp32", choices=("fp32", "fp16"), help="how weights travel")
     parser.add_argument("--round-timeout", type=float, default=900.0)
     parser.add_argument("--out", default=None, help="keep the deployment's folder here (default: a temp folder)")
     parser.add_argument("--json", default=None, help="also write the rows to this JSON file")
@@ -112,10 +116,11 @@ def main(argv: list[str] | None = None) -> int:
         base = Path(args.out) if args.out else Path(tmp)
         base.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter()
-        rows = run_benchmark(base, args.profile, preset, args.rounds, args.cold, args.round_timeout)
+        rows = run_benchmark(base, args.profile, preset, args.rounds, args.cold, args.round_timeout, args.transfer)
         total = time.perf_counter() - started
+    starts = "cold" if args.cold else "warm"
     print_table(rows, f"loopback deployment: {args.profile} profile, {preset} data, 3 sites, {args.rounds} rounds per "
-                      f"sub-model, {'cold' if args.cold else 'warm'} ClientApps; {total:.0f} s in all")
+                      f"sub-model, {starts} ClientApps, {args.transfer} weights; {total:.0f} s in all")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
     return 0

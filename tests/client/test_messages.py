@@ -17,7 +17,8 @@ from common.model import SubModel
 from tests.sitegen import write_site
 
 TRAIN_FIGURES = {msg.NUM_EXAMPLES, "loss", "accuracy", "train_seconds", "epochs", "lr", "peak_rss_bytes",
-                 "peak_gpu_bytes", "prepare_seconds"}
+                 "peak_gpu_bytes", "prepare_seconds",
+                 "validation_seconds"}
 
 
 @pytest.fixture
@@ -72,6 +73,21 @@ def test_train_reply_holds_only_the_phase_weights_and_scalar_figures(site_yaml, 
     assert figures[msg.NUM_EXAMPLES] > 0
     changed = msg.arrays_to_state(arrays, reference)
     assert any(not torch.equal(changed[k], reference[k]) for k in reference)
+
+
+@pytest.mark.parametrize("phase", [p for p in PHASES if p != LOCALISER])
+def test_a_train_reply_asked_to_validate_carries_the_received_weights_validation(site_yaml, tiny_profile, phase):
+    """One exchange a round: the figures a validate message would return for the same weights."""
+    _, message = phase_request(tiny_profile, phase, msg.TRAIN)
+    message.content[msg.CONFIG][msg.VALIDATE_RECEIVED] = True
+    reply = client_app.train(message, context(site_yaml))
+    figures, validation = msg.split_validation(dict(reply.content[msg.METRICS]))
+    assert set(figures) == TRAIN_FIGURES and validation
+    _, validate = phase_request(tiny_profile, phase, msg.VALIDATE)
+    validate.content[msg.ARRAYS] = message.content[msg.ARRAYS]
+    alone = dict(client_app.validate(validate, context(site_yaml)).content[msg.METRICS])
+    assert validation.keys() == alone.keys()
+    assert all(validation[k] == pytest.approx(alone[k], rel=1e-4, abs=1e-4) for k in alone)
 
 
 @pytest.mark.parametrize("phase", [p for p in PHASES if p != LOCALISER])

@@ -108,6 +108,7 @@ def test_print_shows_the_commands(tmp_path, capsys):
                  "--server-address", "superlink:8000"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("FLWR_HOME=") and "flower-supernode --superlink superlink:8000" in out
+    assert "-m client.supernode_runner --poll 0.5 -- flower-supernode" in out  # asks for work twice a second
     assert main(["server", "--certs", str(tmp_path), "--print", "--port", "8443"]) == 0
     assert "flower-superlink" in capsys.readouterr().out
 
