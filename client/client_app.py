@@ -20,6 +20,7 @@ from client.local_training import train_round, validate_round
 from client.site_context import current_site
 from client.transport import packed_transport
 from common import messages as msg
+from common.names import checked_name
 
 app = ClientApp(mods=[packed_transport])  # weights travel packed (common/packing.py)
 
@@ -70,6 +71,7 @@ def validate(message: Message, context: Context) -> Message:
 @reported
 def evaluate(message: Message, context: Context) -> Message:
     instruction = msg.EvaluationInstruction.from_config(message.content[msg.CONFIG])  # checked before the site is touched
+    checked_name(instruction.run, "run name sent by the server")  # a folder at the site: no path in it
     site = current_site(context.node_config)
     figures = evaluate_final_model(site, message.content[msg.ARRAYS], instruction)
     return Message(RecordDict({msg.METRICS: msg.metric_record(figures)}), reply_to=message)
