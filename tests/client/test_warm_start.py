@@ -6,23 +6,14 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from client import app_guard, warm_start
+from simulation.loopback import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def wait_until(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture
@@ -33,7 +24,7 @@ def server(tmp_path):
     with log.open("wb") as out:
         process = subprocess.Popen([sys.executable, "-m", "client.warm_start", str(path)], stderr=out, cwd=REPO)
     try:
-        wait_until(lambda: "ready" in log.read_text() or process.poll() is not None, 120, "the warm server")
+        wait_for(lambda: "ready" in log.read_text() or process.poll() is not None, 120, "the warm server")
         assert process.poll() is None, log.read_text()
         yield path, log
     finally:
@@ -74,11 +65,11 @@ def test_a_signal_to_the_launcher_reaches_the_child(server, tmp_path):
     # A ClientApp that keeps retrying a Runtime API nobody serves, until it is stopped.
     launcher = subprocess.Popen([str(script), "--runtime-api-address", "127.0.0.1:9", "--token", "t", "--insecure"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    wait_until(lambda: "started warm" in log.read_text(), 60, "the warm child")
+    wait_for(lambda: "started warm" in log.read_text(), 60, "the warm child")
     child = int(log.read_text().split("ClientApp process ")[1].split()[0])
     launcher.send_signal(signal.SIGTERM)
     launcher.wait(60)
-    wait_until(lambda: not Path(f"/proc/{child}").exists(), 30, "the child to stop")
+    wait_for(lambda: not Path(f"/proc/{child}").exists(), 30, "the child to stop")
 
 
 def test_the_server_stops_when_clafed_client_does(tmp_path):
@@ -86,10 +77,10 @@ def test_the_server_stops_when_clafed_client_does(tmp_path):
     # The server's parent (a shell standing in for `clafed client`) exits after a few seconds.
     parent = subprocess.Popen(["sh", "-c", f'"{sys.executable}" -m client.warm_start "{path}" & sleep 20'], cwd=REPO,
                               stderr=subprocess.DEVNULL)
-    wait_until(path.exists, 120, "the warm server")
+    wait_for(path.exists, 120, "the warm server")
     parent.kill()
     parent.wait()
-    wait_until(lambda: not path.exists(), 30, "the orphaned server to stop")
+    wait_for(lambda: not path.exists(), 30, "the orphaned server to stop")
 
 
 def test_only_the_servers_own_user_may_launch(monkeypatch):
