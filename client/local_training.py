@@ -17,7 +17,7 @@ from common import messages as msg
 from common.config import Profile, TrainConfig
 from common.dataset import CaseDataset
 from common.errors import ProtocolError
-from common.labels import CLASS_INDEX, GATE_PHASE, LOCALISER, check_phase, phase_level
+from common.labels import CLASS_INDEX, GATE_PHASE, LOCALISER, SHARED, check_phase, phase_level
 from common.localiser import LocaliserDataset, NodeLocaliser
 from common.localiser_training import train_localiser
 from common.model import SubModel
@@ -35,8 +35,9 @@ def phase_network(profile: Profile, phase: str) -> SubModel | NodeLocaliser:
     (random init: the weights come from the server)."""
     if check_phase(phase) == LOCALISER:  # unknown phases are refused by name
         return NodeLocaliser(profile.model.localiser_backbone)
-    level = phase_level(phase)
-    return SubModel(profile.model, n_classes=2 if level else 4)
+    if phase_level(phase):
+        return SubModel(profile.model)
+    return SubModel(profile.model, n_classes=4, mask_heads=profile.train.mask_target)
 
 
 def local_train_config(profile: Profile, site: SiteData, seed: int) -> TrainConfig:
@@ -84,7 +85,8 @@ def train_round(site: SiteData, instruction: msg.PhaseInstruction, arrays: Array
     cfg = local_train_config(profile, site, seed)
     device = resolve_device(cfg.device)
     dataset = (site.localiser_dataset(profile.data, seed=seed) if isinstance(model, NodeLocaliser)
-               else site.train_dataset(phase_level(phase), profile.data, seed=seed))
+               else site.train_dataset(phase_level(phase), profile.data, seed=seed,
+                                       masks=phase == SHARED and profile.train.mask_target))
     # Images come from the site's disk cache after the first round (decoding is not training).
     prepared = time.perf_counter()
     site.prepare(dataset)

@@ -21,12 +21,19 @@ def jitter_box(box: tuple[int, int, int, int], jitter: float, shape: tuple[int, 
     return expand_roi((nx, ny, nw, nh), 0.0, shape)
 
 
-def geometric(image: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
-    """Random horizontal flip and small rotation (neck ultrasound has no fixed left/right)."""
-    if cfg.hflip and rng.random() < 0.5:
+def geometric(image: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator,
+              mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Random horizontal flip and small rotation (neck ultrasound has no fixed left/right); a mask
+    of the same image gets the same flip and rotation."""
+    flip = cfg.hflip and rng.random() < 0.5
+    angle = rng.uniform(-cfg.rotate_deg, cfg.rotate_deg) if cfg.rotate_deg > 0 else 0.0
+    return _flip_rotate(image, flip, angle), None if mask is None else _flip_rotate(mask, flip, angle)
+
+
+def _flip_rotate(image: np.ndarray, flip: bool, angle: float) -> np.ndarray:
+    if flip:
         image = image[:, ::-1]
-    if cfg.rotate_deg > 0:
-        angle = rng.uniform(-cfg.rotate_deg, cfg.rotate_deg)
+    if angle:
         h, w = image.shape[:2]
         matrix = cv2.getRotationMatrix2D((w / 2, h / 2), angle, 1.0)
         image = cv2.warpAffine(np.ascontiguousarray(image), matrix, (w, h), flags=cv2.INTER_LINEAR,

@@ -38,8 +38,23 @@ class ResNetExtractor(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Return the final-stage feature map (B, C, H/32, W/32)."""
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.stages(x)[-1]
+
+    def stages(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The maps of layer2, layer3 and layer4 (strides 8, 16, 32), for heads that read several."""
+        x = self.layer1(self.maxpool(self.relu(self.bn1(self.conv1(x)))))
+        maps = [self.layer2(x)]
+        maps.append(self.layer3(maps[-1]))
+        maps.append(self.layer4(maps[-1]))
+        return maps
+
+    @property
+    def stage_channels(self) -> tuple[int, int, int]:
+        """Channels of the maps `stages` returns."""
+        # A residual stage's output has its last block's last BatchNorm's width.
+        widths = [[m for m in layer[-1].modules() if isinstance(m, nn.BatchNorm2d)][-1].num_features
+                  for layer in (self.layer2, self.layer3, self.layer4)]
+        return widths[0], widths[1], widths[2]
 
 
 def build_extractor(backbone: str) -> ResNetExtractor:

@@ -125,6 +125,10 @@ class TrainConfig:
     lr_floor: float = 0.02
     # Weight of the two auxiliary per-branch losses (deep supervision); 0 switches them off.
     aux_weight: float = 0.3
+    # Weight of the shared phase's node-mask target (each branch segments the node where the site's
+    # manifest has node_mask_path, as Y-Net does): dense labels teach the extractors where the
+    # node and its boundary are. 0 switches it off (and builds no mask heads).
+    mask_weight: float = 0.0
     # Lymphoma and tuberculosis are rare: oversample them (sampler) or weight the loss (loss).
     balance: Literal["none", "sampler", "loss"] = "sampler"
     num_workers: int = 0
@@ -140,8 +144,15 @@ class TrainConfig:
         if self.epochs < 1 or self.rounds < 1 or self.shared_rounds < 0 or self.localiser_rounds < 0:
             raise ValueError(f"epochs and rounds must be >= 1, shared_rounds and localiser_rounds >= 0 "
                              f"(got {self.epochs}, {self.rounds}, {self.shared_rounds}, {self.localiser_rounds})")
+        if self.mask_weight < 0 or self.aux_weight < 0:
+            raise ValueError(f"aux_weight and mask_weight must be >= 0 (got {self.aux_weight}, {self.mask_weight})")
         if not 0.0 <= self.warmup < 1.0 or not 0.0 <= self.lr_floor <= 1.0:
             raise ValueError(f"warmup must lie in [0, 1) and lr_floor in [0, 1] (got {self.warmup}, {self.lr_floor})")
+
+    @property
+    def mask_target(self) -> bool:
+        """Whether the shared phase's network has node-mask heads and learns the masks."""
+        return self.mask_weight > 0
 
     def phase_rounds(self, phase: str) -> int:
         """Rounds of a training phase: `shared_rounds`, `localiser_rounds`, or `rounds` for a sub-model."""
@@ -162,17 +173,19 @@ PROFILES: dict[str, Profile] = {
     # Tests: the smallest network at 64 px, so a round trains in seconds on a laptop CPU.
     "tiny": Profile("tiny", ModelConfig(backbone="resnet10", fusion_hidden=(64,), aux_hidden=32),
                     DataConfig(input_size=64, localiser_size=64),
-                    TrainConfig(rounds=2, shared_rounds=1, localiser_rounds=1, epochs=1, batch_size=8, lr=1e-3)),
+                    TrainConfig(rounds=2, shared_rounds=1, localiser_rounds=1, epochs=1, batch_size=8, lr=1e-3,
+                                mask_weight=0.5)),
     # The default demo, sized to end within 15 minutes on a 2-core machine: resnet18 at 96 px
     # from scratch (128 px doubles a round's time; resnet10 at 128 px learned less). The shared
     # phase carries most of the steps: each of its epochs teaches both extractors from every case.
     # No localiser by default: its 8 rounds (`--localiser-rounds 8`) would add about 3 minutes.
     "cpu": Profile("cpu", ModelConfig(backbone="resnet18", fusion_hidden=(256, 64)), DataConfig(input_size=96),
-                   TrainConfig(rounds=4, shared_rounds=5, epochs=1, batch_size=32, lr=1e-3)),
+                   TrainConfig(rounds=4, shared_rounds=5, epochs=1, batch_size=32, lr=1e-3, mask_weight=0.5)),
     # The paper's setting, for GPUs: ImageNet-initialised resnet50 at 224 px, a lower peak rate.
     "paper": Profile("paper", ModelConfig(backbone="resnet50", pretrained="imagenet", localiser_backbone="resnet18"),
                      DataConfig(input_size=224, localiser_size=224),
-                     TrainConfig(rounds=10, shared_rounds=10, localiser_rounds=10, epochs=2, batch_size=16, lr=1e-4)),
+                     TrainConfig(rounds=10, shared_rounds=10, localiser_rounds=10, epochs=2, batch_size=16, lr=1e-4,
+                                 mask_weight=0.5)),
 }
 
 

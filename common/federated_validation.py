@@ -171,6 +171,18 @@ def temperature(total: Mapping[str, float]) -> float | None:
     return cal.fitted_temperature([float(total[key]) for key in NLL_KEYS])
 
 
+# The fewest pooled validation cases of every class before the "auto" rule chooses the decision
+# thresholds on them. Below it the trained 0.5 stays: the networks learn from class-balanced
+# draws, so 0.5 is their balanced-accuracy threshold, and on the default data (5-7 validation
+# cases of the rare classes) thresholds chosen on validation named fewer held-out cases right.
+MIN_CLASS_CASES = 20
+
+
+def label_counts(gate: Mapping[str, float]) -> list[int]:
+    """Pooled validation cases of each 4-class label, from sub-model 1's per-label histograms."""
+    return [int(round(sum(gate.get(gate_key(label, b), 0.0) for b in range(BINS)))) for label in range(N_LABELS)]
+
+
 def decision_threshold(total: Mapping[str, float], default: float = 0.5) -> float:
     """Youden's threshold on the pooled validation scores of a binary network's positive class."""
     return youden_threshold(*_histograms(total, 1), default=default)

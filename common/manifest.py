@@ -14,6 +14,8 @@ from common.errors import ClafedError
 
 REQUIRED_COLUMNS = ("case_id", "bus_path", "cdfi_path", "label", "exam_date")
 ROI_COLUMNS = ("roi_x", "roi_y", "roi_w", "roi_h")
+# Optional: the index node's mask beside the images (as `clafed synth` writes it, or a site's own segmentations).
+NODE_MASK_COLUMN = "node_mask_path"
 
 
 class ManifestError(ClafedError, ValueError):
@@ -39,6 +41,9 @@ class Case:
     scanner: str = ""
     roi: tuple[int, int, int, int] | None = None
     extras: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
+    # The index node's mask (grey PNG of the BUS image's size, node > 0) when the manifest's
+    # optional `node_mask_path` gives one: an auxiliary training target, never required.
+    node_mask: Path | None = None
 
     @property
     def date(self) -> dt.date:
@@ -81,4 +86,5 @@ def row_to_case(row: dict[str, str], root: Path) -> Case:
         scanner=row.get("scanner", ""),
         roi=roi,
         extras={k: v for k, v in row.items() if k not in known},
+        node_mask=(root / row[NODE_MASK_COLUMN]).resolve() if row.get(NODE_MASK_COLUMN, "") else None,
     )

@@ -52,12 +52,36 @@ def _mlp(in_dim: int, hidden: tuple[int, ...], dropout: float, out_dim: int = 2)
     return nn.Sequential(*layers)
 
 
+class MaskHead(nn.Module):
+    """Node-mask logits (B, 1, H/8, W/8) read from a branch's layer2-4 maps (a small FPN-style decoder).
+
+    Trained only as an auxiliary target: a dense label per pixel teaches an extractor where the
+    node and its boundary are from far fewer cases than one class label per case does.
+    """
+
+    def __init__(self, channels: tuple[int, int, int], width: int = 32) -> None:
+        super().__init__()
+        self.lateral = nn.ModuleList(nn.Conv2d(c, width, 1) for c in channels)
+        self.out = nn.Sequential(nn.ReLU(inplace=True), nn.Conv2d(width, width, 3, padding=1),
+                                 nn.ReLU(inplace=True), nn.Conv2d(width, 1, 1))
+
+    def forward(self, maps: list[torch.Tensor]) -> torch.Tensor:
+        size = maps[0].shape[-2:]
+        fused = self.lateral[0](maps[0])
+        for lateral, deeper in zip(self.lateral[1:], maps[1:]):
+            fused = fused + nn.functional.interpolate(lateral(deeper), size=size, mode="bilinear", align_corners=False)
+        return self.out(fused)
+
+
 class SubModelOutput(NamedTuple):
-    """Logits of the fused head and of the two auxiliary per-branch heads."""
+    """Logits of the fused head and of the two auxiliary per-branch heads (and, for a network
+    with mask heads, each branch's node-mask logits)."""
 
     logits: torch.Tensor
     bus_logits: torch.Tensor
     cdfi_logits: torch.Tensor
+    bus_mask: torch.Tensor | None = None
+    cdfi_mask: torch.Tensor | None = None
 
 
 class SubModel(nn.Module):
@@ -65,9 +89,10 @@ class SubModel(nn.Module):
 
     `n_classes=4` builds the same network with 4-class heads: the shared first phase that learns
     both extractors from every case before they initialise the three binary sub-models.
+    `mask_heads` adds a node-mask decoder to each branch (the shared phase's auxiliary target).
     """
 
-    def __init__(self, cfg: ModelConfig, n_classes: int = 2) -> None:
+    def __init__(self, cfg: ModelConfig, n_classes: int = 2, mask_heads: bool = False) -> None:
         super().__init__()
         self.n_classes = n_classes
         self.cdfi_attention = ChannelAttention()
@@ -78,14 +103,21 @@ class SubModel(nn.Module):
         self.head = _mlp(2 * dim, cfg.fusion_hidden, cfg.dropout, n_classes)
         self.bus_head = _mlp(dim, (cfg.aux_hidden,), cfg.dropout, n_classes)
         self.cdfi_head = _mlp(dim, (cfg.aux_hidden,), cfg.dropout, n_classes)
+        self.bus_mask_head = MaskHead(self.bus.stage_channels) if mask_heads else None
+        self.cdfi_mask_head = MaskHead(self.cdfi.stage_channels) if mask_heads else None
 
     def forward_all(self, bus: torch.Tensor, cdfi: torch.Tensor) -> SubModelOutput:
-        """Fused and auxiliary logits; training uses all three (deep supervision)."""
-        bus_map = self.bus(bus)
-        cdfi_map = self.fusion_attention(bus_map, self.cdfi(self.cdfi_attention(cdfi)))
+        """Fused and auxiliary logits; training uses all three (deep supervision), and the
+        node-mask logits where the network has mask heads."""
+        bus_maps, cdfi_maps = self.bus.stages(bus), self.cdfi.stages(self.cdfi_attention(cdfi))
+        bus_map = bus_maps[-1]
+        cdfi_map = self.fusion_attention(bus_map, cdfi_maps[-1])
         bus_vec, cdfi_vec = bus_map.mean(dim=(2, 3)), cdfi_map.mean(dim=(2, 3))
         logits = self.head(torch.cat([bus_vec, cdfi_vec], dim=1))
-        return SubModelOutput(logits, self.bus_head(bus_vec), self.cdfi_head(cdfi_vec))
+        if self.bus_mask_head is None or self.cdfi_mask_head is None:
+            return SubModelOutput(logits, self.bus_head(bus_vec), self.cdfi_head(cdfi_vec))
+        return SubModelOutput(logits, self.bus_head(bus_vec), self.cdfi_head(cdfi_vec),
+                              self.bus_mask_head(bus_maps), self.cdfi_mask_head(cdfi_maps))
 
     def forward(self, bus: torch.Tensor, cdfi: torch.Tensor) -> torch.Tensor:
         """Fused logits (B, 2); index 1 is the level's positive class."""
@@ -206,6 +238,7 @@ def localiser_pretrained(cfg: ModelConfig) -> str:
     return cfg.pretrained if cfg.localiser_backbone == cfg.backbone else "none"
 
 
-def initial_network(cfg: ModelConfig, n_classes: int) -> SubModel:
-    """A sub-model-shaped network (the shared phase's 4-class one) to start training from."""
-    return cast(SubModel, load_pretrained(SubModel(cfg, n_classes), cfg.backbone, cfg.pretrained))
+def initial_network(cfg: ModelConfig, n_classes: int, mask_heads: bool = False) -> SubModel:
+    """A sub-model-shaped network (the shared phase's 4-class one, with mask heads when its
+    node-mask target is on) to start training from."""
+    return cast(SubModel, load_pretrained(SubModel(cfg, n_classes, mask_heads), cfg.backbone, cfg.pretrained))

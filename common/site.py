@@ -12,7 +12,7 @@ from common.holdout import split_holdout, split_validation
 from common.labels import LEVELS, LOCALISER, SHARED, Level
 from common.localiser import CACHE_SCALE as LOCALISER_CACHE_SCALE
 from common.localiser import LocaliserDataset
-from common.manifest import Case
+from common.manifest import NODE_MASK_COLUMN, Case
 from common.validation import load_cases
 
 log = logging.getLogger("clafed.site")
@@ -37,6 +37,8 @@ class SiteData:
     cache: Path | None = None
     # Decoded and cropped images per preprocessing config, shared by all of this site's datasets.
     _images: dict = field(default_factory=dict, repr=False)
+    # Node masks cropped like the images, per preprocessing config (the shared phase's mask target).
+    _masks: dict = field(default_factory=dict, repr=False)
     # Localiser frames per input size.
     _frames: dict = field(default_factory=dict, repr=False)
     # Disk-backed image caches: file -> (entries by case id, how many the file holds, encoder).
@@ -54,11 +56,13 @@ class SiteData:
         train, validation = split_validation(train, config.validation_fraction, config.holdout.seed)
         return cls(config, train, held, validation)
 
-    def train_dataset(self, level: Level | None, cfg: DataConfig, seed: int = 0) -> CaseDataset:
-        """Augmented training cases of one sub-model's classes (None: every class, 4-class targets)."""
-        dataset = self._memo(("train", level.key if level else SHARED, cfg),
+    def train_dataset(self, level: Level | None, cfg: DataConfig, seed: int = 0, masks: bool = False) -> CaseDataset:
+        """Augmented training cases of one sub-model's classes (None: every class, 4-class targets),
+        with their node masks when `masks` (see CaseDataset)."""
+        dataset = self._memo(("train", level.key if level else SHARED, cfg, masks),
                              lambda: CaseDataset(self.train_cases, cfg, level=level, train=True, seed=seed,
-                                                 cache=self._image_cache(cfg)))
+                                                 cache=self._image_cache(cfg), masks=masks,
+                                                 mask_cache=self._mask_cache(cfg) if masks else None))
         dataset.seed = seed  # new augmentation draws per round; the decoded images stay cached
         return dataset
 
@@ -132,6 +136,14 @@ class SiteData:
             self._images[cfg] = self._disk_backed(settings, _prepared_from_pairs, lambda entry: entry)
         return self._images[cfg]
 
+    def _mask_cache(self, cfg: DataConfig) -> dict:
+        if cfg not in self._masks:
+            settings = ("masks", cfg.input_size, cfg.roi_margin, cfg.augment.box_jitter)
+            # A case without a mask is stored as no pair, so it is not looked for again.
+            self._masks[cfg] = self._disk_backed(settings, lambda pairs: _prepared_from_pairs(pairs)[0] if pairs else None,
+                                                 lambda entry: () if entry is None else (entry,))
+        return self._masks[cfg]
+
     def _frame_cache(self, size: int) -> dict:
         if size not in self._frames:
             self._frames[size] = self._disk_backed(("localiser", size, LOCALISER_CACHE_SCALE),
@@ -179,7 +191,8 @@ def files_fingerprint(yaml_path: Path, config: SiteConfig) -> tuple:
     except ManifestError:
         return tuple(stamps)  # loading reports it
     root = config.manifest.parent
-    stamps += [_stamp(root / rel) for column in ("bus_path", "cdfi_path") for rel in table[column]]
+    columns = [c for c in ("bus_path", "cdfi_path", NODE_MASK_COLUMN) if c in table.columns]
+    stamps += [_stamp(root / rel) if rel else None for column in columns for rel in table[column]]
     return tuple(stamps)
 
 

@@ -211,7 +211,8 @@ def _train_epoch(model, loader, criterion, optimizer, cfg, device, epoch, anchor
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     bar = tqdm(loader, desc=f"{desc} epoch {epoch + 1}", disable=not cfg.progress, leave=False)
     lr = 0.0
-    for bus, cdfi, target in bar:
+    for batch in bar:
+        bus, cdfi, target = batch[:3]
         lr = set_lr(step)
         step += 1
         bus = bus.to(device, memory_format=fmt, non_blocking=True)
@@ -223,6 +224,12 @@ def _train_epoch(model, loader, criterion, optimizer, cfg, device, epoch, anchor
             if cfg.aux_weight > 0:
                 loss = loss + cfg.aux_weight * (criterion(out.bus_logits.float(), target)
                                                 + criterion(out.cdfi_logits.float(), target))
+            if len(batch) > 3 and out.bus_mask is not None and out.cdfi_mask is not None and cfg.mask_target:
+                masks = batch[3].to(device, non_blocking=True)
+                have = masks.flatten(1).amin(1) >= 0  # cases without a mask add nothing
+                if bool(have.any()):
+                    loss = loss + cfg.mask_weight * (mask_loss(out.bus_mask[have], masks[have, 0])
+                                                     + mask_loss(out.cdfi_mask[have], masks[have, 1]))
         if anchor is not None:
             loss = loss + proximal_term(model, anchor, mu)
         optimizer.zero_grad(set_to_none=True)
@@ -234,6 +241,17 @@ def _train_epoch(model, loader, criterion, optimizer, cfg, device, epoch, anchor
         seen += len(target)
         bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.2f}")
     return EpochStats(epoch + 1, total_loss / seen, correct / seen, seen, lr)
+
+
+def mask_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy plus soft Dice of node-mask logits (B, 1, h, w) against masks (B, S, S)
+    in [0, 1], averaged down to the logits' size."""
+    truth = nn.functional.adaptive_avg_pool2d(target[:, None], (logits.shape[-2], logits.shape[-1]))
+    logits = logits.float()
+    bce = nn.functional.binary_cross_entropy_with_logits(logits, truth)
+    prob = torch.sigmoid(logits)
+    dice = 1 - (2 * (prob * truth).sum((1, 2, 3)) + 1) / (prob.sum((1, 2, 3)) + truth.sum((1, 2, 3)) + 1)
+    return bce + dice.mean()
 
 
 def train_phases(model: CLAHDM, shared_rounds: int, shared: Callable[[], SubModel],

@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 
 from common.config import MIN_IMAGE_SIZE
-from common.imaging import MAX_PIXELS, MIN_COLOUR_FRACTION, ImageError, colour_fraction, read_image
+from common.imaging import MAX_PIXELS, MIN_COLOUR_FRACTION, ImageError, colour_fraction, image_size, read_image
 from common.labels import CLASS_INDEX
-from common.manifest import ROI_COLUMNS, Case, ManifestError, read_table, row_to_case
+from common.manifest import NODE_MASK_COLUMN, ROI_COLUMNS, Case, ManifestError, read_table, row_to_case
 
 DEFAULT_MIN_SIZE = MIN_IMAGE_SIZE
 
@@ -88,8 +88,21 @@ def _check_images(row: dict[str, str], root: Path, min_size: int, max_pixels: in
         roi = (x, y, w, h) if all(math.isfinite(v) for v in (x, y, w, h)) else None
     except (KeyError, ValueError):
         roi = None  # absent ROI is allowed; malformed ones are reported by _check_fields
-    _, problems = image_problems(root / row["bus_path"], root / row["cdfi_path"], roi, min_size, max_pixels)
+    images, problems = image_problems(root / row["bus_path"], root / row["cdfi_path"], roi, min_size, max_pixels)
+    if row.get(NODE_MASK_COLUMN, ""):
+        problems += _mask_problems(root / row[NODE_MASK_COLUMN], images[0].shape if images else None)
     return problems
+
+
+def _mask_problems(path: Path, bus_shape: tuple[int, ...] | None) -> list[str]:
+    """An optional node mask must be an image of its BUS image's size (read from its header)."""
+    size = image_size(path)
+    if size is None:
+        return [f"{NODE_MASK_COLUMN}: {path} is missing or not an image (fix the path or leave the cell empty)"]
+    if bus_shape is not None and size != (bus_shape[1], bus_shape[0]):
+        return [f"{NODE_MASK_COLUMN}: {path} is {size[0]}x{size[1]} px, its BUS image {bus_shape[1]}x{bus_shape[0]} "
+                "(a mask must match its image)"]
+    return []
 
 
 def image_problems(bus_path: Path, cdfi_path: Path, roi: tuple[float, float, float, float] | None,

@@ -22,7 +22,7 @@ from common import federated_validation as fv
 from common import messages as msg
 from common.checkpoint import atomic_torch_save, load_checkpoint, save_checkpoint
 from common.config import ConfigError, Profile
-from common.labels import GATE_PHASE, LEVEL_BY_KEY, PHASES
+from common.labels import CLASSES, GATE_PHASE, LEVEL_BY_KEY, PHASES
 from common.model import CLAHDM, SubModel, initial_model, initial_network
 from common.names import name_problem
 from common.signing import sign_digest, weights_digest, write_signature
@@ -118,7 +118,7 @@ class RunRecorder:
 
     def shared_network(self, profile: Profile) -> SubModel:
         """The shared phase's 4-class network: its checkpoint when resuming, else a fresh one."""
-        network = initial_network(profile.model, n_classes=4)
+        network = initial_network(profile.model, n_classes=4, mask_heads=profile.train.mask_target)
         checkpoint = self.path / rd.SHARED_CHECKPOINT_FILE
         if self.settings.resume and checkpoint.is_file():
             network.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True))
@@ -286,15 +286,28 @@ class RunRecorder:
         """The gate's (sub-model 1) and the two subtype thresholds of the gated answer, from the
         pooled validation counts of the rounds the `which` model holds, and how they were chosen.
 
-        Chosen together for the gated answer's balanced accuracy (`fv.gated_thresholds`) when all
-        three levels were validated; otherwise each level's own Youden's J, or its default without
-        validation scores.
+        By the run's `thresholds` rule: `fixed` keeps `defaults` (the trained 0.5); `joint`
+        chooses them together for the gated answer's balanced accuracy (`fv.gated_thresholds`)
+        when all three levels were validated; `youden` (and `joint` without the three levels) takes
+        each level's own Youden's J, or its default without validation scores; `auto` is `joint`
+        when every class has fv.MIN_CLASS_CASES pooled validation cases, else `fixed`.
         """
         totals = self.validation_totals(which)
+        rule = self.settings.thresholds
+        if rule == "auto":
+            counts = fv.label_counts(totals.get(GATE_PHASE, {}))
+            few = [f"{CLASSES[i]} {n}" for i, n in enumerate(counts) if n < fv.MIN_CLASS_CASES]
+            if few:
+                return defaults, (f"kept at the trained values: too few pooled validation cases to choose them on "
+                                  f"({', '.join(few)}; {fv.MIN_CLASS_CASES} of each class needed)")
+            rule = "joint"
+        if rule == "fixed":
+            return defaults, "kept at the trained values (thresholds=fixed)"
         joint = (fv.gated_thresholds(*(totals[key] for key in LEVEL_KEYS))
-                 if all(key in totals for key in LEVEL_KEYS) else None)
+                 if rule == "joint" and all(key in totals for key in LEVEL_KEYS) else None)
         if joint is not None:
-            return (joint[0], joint[1], joint[2]), "balanced accuracy of the gated answer on pooled validation scores"
+            return ((joint[0], joint[1], joint[2]),
+                    "chosen by the balanced accuracy of the gated answer on pooled validation scores")
         values = []
         for key, default in zip(LEVEL_KEYS, defaults):
             if key in totals:
@@ -302,7 +315,7 @@ class RunRecorder:
             else:
                 log.warning("no validation scores for %s: its decision threshold stays %.2f", key, default)
                 values.append(float(default))
-        return (values[0], values[1], values[2]), "Youden's J of each level on pooled validation scores"
+        return (values[0], values[1], values[2]), "chosen by Youden's J of each level on pooled validation scores"
 
     def temperatures(self, which: str = "final") -> tuple[float, float, float]:
         """Each level's temperature with the least pooled validation NLL (1 without validation)."""

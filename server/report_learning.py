@@ -82,8 +82,10 @@ def recall_block(run: RunRecords) -> list[Block]:
     note = ("Share of each class's held-out cases that the gated prediction names correctly (the hierarchy's "
             "answer a clinician reads).")
     if chosen:
-        how = run.info.get("thresholds_chosen_by", "Youden's J of each level on pooled validation scores")
-        note += (f" Decision thresholds, chosen by the {how}: "
+        how = run.info.get("thresholds_chosen_by", "chosen by Youden's J of each level on pooled validation scores")
+        if not how.startswith(("chosen", "kept")):  # the wording of runs before the thresholds rule
+            how = f"chosen by the {how}"
+        note += (f" Decision thresholds, {how}: "
                  + ", ".join(f"{key} {value:.3f}" for key, value in chosen.items()) + ".")
     return [heading("Recall per class (gated prediction)", 3), table_block(["site", *CLASSES], rows), text_block(note)]
 

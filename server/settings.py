@@ -36,6 +36,8 @@ class Settings:
     # Overrides of the profile's learning rate and batch size (0 = keep the profile's).
     lr: float = 0.0
     batch_size: int = 0
+    # Override of the shared phase's node-mask weight (-1 keeps the profile's; 0 switches it off).
+    mask_weight: float = -1.0
     # fedmedian, fedtrimmedavg and krum are Flower's Byzantine-robust aggregators (they need
     # several training sites to mean anything).
     strategy: Literal["fedavg", "fedprox", "fedadam", "fedmedian", "fedtrimmedavg", "krum"] = "fedavg"
@@ -80,6 +82,11 @@ class Settings:
     # calls, other probabilities. Off by default: on the default data (a few dozen validation
     # cases per level) it made the sub-models' held-out calibration worse (see the README).
     temperature_scaling: bool = False
+    # How the gated answer's three decision thresholds are set (server/recorder.py): "auto" chooses
+    # them on the pooled validation scores only when every class has enough validation cases
+    # (fv.MIN_CLASS_CASES), else keeps the trained 0.5; "joint" always chooses them together for
+    # the gated answer's balanced accuracy, "youden" level by level, "fixed" never.
+    thresholds: Literal["auto", "joint", "youden", "fixed"] = "auto"
     # Stop before round 1 when the preflight finds a training site without any case of a class it
     # is meant to train (otherwise a warning).
     stop_on_missing_class: bool = False
@@ -94,6 +101,7 @@ class Settings:
         # Checked before any site is contacted: a bad value must not cost a trained run.
         ranges = {
             "lr": self.lr >= 0, "batch_size": self.batch_size >= 0, "proximal_mu": self.proximal_mu >= 0,
+            "mask_weight": self.mask_weight >= 0 or self.mask_weight == -1,
             "server_lr": self.server_lr > 0, "trim_beta": 0 <= self.trim_beta < 0.5,
             "krum_malicious": self.krum_malicious >= 0, "clip_factor": self.clip_factor >= 0,
             "connect_timeout": self.connect_timeout > 0, "round_timeout": self.round_timeout > 0,
@@ -104,7 +112,8 @@ class Settings:
         bad = [f"{name}={getattr(self, name)!r}" for name, ok in ranges.items() if not ok]
         if bad:
             raise ConfigError(f"run config out of range: {', '.join(bad)} (lr, batch_size, proximal_mu, seed, "
-                              f"krum_malicious, clip_factor >= 0; server_lr and timeouts > 0; trim_beta in [0, 0.5); "
+                              f"krum_malicious, clip_factor >= 0; mask_weight >= 0 or -1 (the profile's); "
+                              f"server_lr and timeouts > 0; trim_beta in [0, 0.5); "
                               f"bootstrap >= {MIN_BOOTSTRAP}; dp_noise >= 0, dp_clip > 0, dp_delta in (0, 1))")
         if self.dp_noise > 0 and self.strategy not in ("fedavg", "fedprox"):
             raise ConfigError(f"dp_noise works with fedavg or fedprox (a noised weighted mean), not {self.strategy}")
@@ -125,6 +134,8 @@ class Settings:
             train["lr"] = self.lr
         if self.batch_size > 0:
             train["batch_size"] = self.batch_size
+        if self.mask_weight >= 0:
+            train["mask_weight"] = self.mask_weight
         if self.pretrained:
             model["pretrained"] = self.pretrained
         return get_profile(self.profile, {"train": train, "model": model})

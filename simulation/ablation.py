@@ -34,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--balance", choices=("none", "sampler", "loss"), default=None)
     parser.add_argument("--holdout", default="2021-01-01", help="hold-out date of every site")
+    parser.add_argument("--mask-weight", type=float, default=None, help="weight of the shared phase's node-mask target")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
@@ -54,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     overrides = {"model": {k: v for k, v in {"backbone": args.backbone}.items() if v},
                  "data": {k: v for k, v in {"input_size": args.size}.items() if v},
                  "train": {k: v for k, v in {"lr": args.lr, "batch_size": args.batch_size,
-                                             "balance": args.balance}.items() if v} | {"progress": False}}
+                                             "balance": args.balance, "mask_weight": args.mask_weight}.items()
+                                   if v is not None} | {"progress": False}}
     profile = get_profile(args.profile, overrides)
     rule = HoldoutRule(kind="date", date=args.holdout)
     sites = {name: SiteData.load(SiteConfig(name=name, manifest=path, holdout=rule, validation_fraction=0.0))
@@ -67,18 +69,21 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
 
     def train_phase(phase: str, network: SubModel) -> None:
-        dataset = CaseDataset(cases, profile.data, level=phase_level(phase), train=True, seed=args.seed, cache=images)
+        dataset = CaseDataset(cases, profile.data, level=phase_level(phase), train=True, seed=args.seed, cache=images,
+                              masks=phase == SHARED and profile.train.mask_target)
         train_submodel(network, dataset, replace(profile.train, seed=args.seed),
                        epochs=args.shared_epochs if phase == SHARED else args.epochs)
 
-    train_phases(model, args.shared_epochs, lambda: initial_network(profile.model, n_classes=4), train_phase)
+    train_phases(model, args.shared_epochs, lambda: initial_network(profile.model, n_classes=4,
+                                                                      mask_heads=profile.train.mask_target), train_phase)
     preds = predict_clahdm(model, CaseDataset(test, profile.data, cache=images))
     y, pred = preds.targets, preds.hard.argmax(1)
     levels = [m.auc_or_nan(targets, preds.levels[rows, k]) for k, (rows, targets) in enumerate(m.level_subsets(y))]
     print(json.dumps({
         "recipe": {"backbone": profile.model.backbone, "size": profile.data.input_size, "lr": profile.train.lr,
                    "batch_size": profile.train.batch_size, "balance": profile.train.balance,
-                   "shared_epochs": args.shared_epochs, "epochs": args.epochs, "seed": args.seed},
+                   "shared_epochs": args.shared_epochs, "epochs": args.epochs, "seed": args.seed,
+                   "mask_weight": profile.train.mask_weight},
         "train_cases": len(cases), "test_cases": len(test), "seconds": round(time.time() - started),
         "macro_auc": round(macro_ovr_auc(y, preds.scores), 4),
         "micro_auc": round(float(roc_auc_score(np.eye(len(CLASSES))[y].ravel(), preds.scores.ravel())), 4),

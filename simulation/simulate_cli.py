@@ -22,6 +22,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--strategy", choices=STRATEGIES, default="fedavg",
                         help="Flower's aggregation; fedmedian, fedtrimmedavg and krum resist a poisoned site")
     parser.add_argument("--lr", type=float, default=0.0, help="learning rate (default: the profile's)")
+    parser.add_argument("--mask-weight", type=float, default=-1.0,
+                        help="weight of the shared phase's node-mask target where manifests have node_mask_path "
+                             "(0: off; default: the profile's)")
     parser.add_argument("--transfer", choices=("fp32", "fp16"), default="fp32",
                         help="weights in training rounds: fp16 halves the bytes each way (averaged in fp32)")
     data = parser.add_argument_group("data (default: synthetic paper-like hospitals, cached)")
@@ -52,6 +55,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dp-clip", type=float, default=1.0, help="differential privacy: L2 clip norm of a site's update")
     parser.add_argument("--evaluate-model", choices=("best", "final"), default="best",
                         help="evaluate each sub-model at its best round by pooled validation NLL (default) or its last")
+    parser.add_argument("--thresholds", choices=("auto", "joint", "youden", "fixed"), default="auto",
+                        help="the gated answer's decision thresholds: chosen on pooled validation (joint: together, "
+                             "youden: level by level), fixed at 0.5, or auto (joint when every class has enough "
+                             "validation cases, else fixed)")
     parser.add_argument("--temperature-scaling", action="store_true",
                         help="divide each level's logit by a temperature fitted on the pooled validation NLL")
     parser.add_argument("--stop-on-missing-class", action="store_true",
@@ -79,11 +86,12 @@ def run(args: argparse.Namespace) -> int:
         settings = Settings(profile=args.profile, rounds=args.rounds, shared_rounds=args.shared_rounds,
                             localiser_rounds=args.localiser_rounds,
                             local_epochs=args.local_epochs,
-                            strategy=args.strategy, transfer=args.transfer, lr=args.lr, run_dir=str(run_dir),
+                            strategy=args.strategy, transfer=args.transfer, lr=args.lr, mask_weight=args.mask_weight,
+                            run_dir=str(run_dir),
                             resume=args.resume,
                             seed=args.seed, bootstrap=args.bootstrap, connect_timeout=120.0,
                             dp_noise=args.dp_noise, dp_clip=args.dp_clip, evaluate_model=args.evaluate_model,
-                            temperature_scaling=args.temperature_scaling,
+                            temperature_scaling=args.temperature_scaling, thresholds=args.thresholds,
                             stop_on_missing_class=args.stop_on_missing_class)
         federation = Federation(protocol=args.protocol, holdout=args.holdout, heatmaps_per_class=args.heatmaps,
                                 device=args.device, cpus_per_client=args.cpus_per_client,

@@ -53,8 +53,9 @@ def draw_spatial_case(label: str, rng: np.random.Generator, size: int = 96) -> t
 
 
 def write_site(root: Path, counts: dict[str, int], seed: int = 0, start: str = "2020-01-01",
-               roi: bool = True, draw=draw_case) -> Path:
-    """Write images and a manifest.csv under `root`; returns the manifest path."""
+               roi: bool = True, draw=draw_case, masks: bool = False) -> Path:
+    """Write images and a manifest.csv under `root`; returns the manifest path. With `masks`, each
+    case also gets its node's mask (the drawn blob: every BUS pixel brighter than the background)."""
     rng = np.random.default_rng(seed)
     (root / "images").mkdir(parents=True, exist_ok=True)
     rows, day = [], pd.Timestamp(start)
@@ -70,6 +71,9 @@ def write_site(root: Path, counts: dict[str, int], seed: int = 0, start: str = "
                    "scanner": "test", "site_note": "kept"}
             if roi:
                 row.update(roi_x=8, roi_y=8, roi_w=80, roi_h=80)
+            if masks:
+                cv2.imwrite(str(root / "images" / f"{case_id}_node.png"), np.uint8(bus > 120) * 255)
+                row["node_mask_path"] = f"images/{case_id}_node.png"
             rows.append(row)
     path = root / "manifest.csv"
     pd.DataFrame(rows).to_csv(path, index=False)

@@ -62,6 +62,35 @@ def test_the_next_process_reads_no_image_and_gets_the_same_inputs(site_yaml, tin
                 assert np.array_equal(np.asarray(a), np.asarray(b))
 
 
+def test_node_masks_are_cached_with_the_images(tmp_path, tiny_profile, monkeypatch):
+    manifest = write_site(tmp_path / "data", {"reactive": 2, "tuberculous": 2, "lymphoma": 2, "metastatic": 2},
+                          masks=True)
+    path = tmp_path / "site.yaml"
+    path.write_text(yaml.safe_dump({"name": "h1", "manifest": str(manifest), "output_dir": str(tmp_path / "out"),
+                                    "validation_fraction": 0.0, "holdout": {"kind": "none"}}))
+
+    def shared_round():
+        site = site_module.load_site(path)
+        dataset = site.train_dataset(None, tiny_profile.data, masks=True)
+        site.prepare(dataset)
+        return [dataset[i][3] for i in range(len(dataset))]
+
+    before = shared_round()
+    new_process(monkeypatch)
+    reads: list = []
+    real = dataset_module.read_mask
+    monkeypatch.setattr(dataset_module, "read_mask", lambda case: reads.append(case) or real(case))
+    after = shared_round()
+    assert reads == [] and len(after) == 8
+    assert all(np.array_equal(a.numpy(), b.numpy()) for a, b in zip(before, after))
+    # A replaced mask is a new version of the site's files: decoded again.
+    mask = next((manifest.parent / "images").glob("*_node.png"))
+    os.utime(mask, ns=(mask.stat().st_mtime_ns, mask.stat().st_mtime_ns + 10 ** 9))
+    new_process(monkeypatch)
+    shared_round()
+    assert len(reads) == 8
+
+
 def test_the_cache_is_private_to_the_site(site_yaml, tiny_profile):
     site, _ = first_round(site_yaml, tiny_profile)
     root = site.config.output_dir / site_cache.CACHE_DIR

@@ -117,7 +117,7 @@ def test_the_shared_phase_runs_first_and_initialises_every_sub_model(tmp_path, t
 @pytest.mark.parametrize("second", ["silent", "lies"])
 def test_validation_rounds_are_recorded_and_choose_the_gate(tmp_path, tiny_profile, second):
     """A silent site and one whose histograms do not add up are both left out of the pool."""
-    settings = Settings(profile="tiny", run_dir=str(tmp_path / "run"))
+    settings = Settings(profile="tiny", run_dir=str(tmp_path / "run"), thresholds="joint")
     recorder = RunRecorder.open(settings)
     model, grid = CLAHDM(tiny_profile.model), FakeGrid(second)
     train_all(grid, settings, one_round(tiny_profile), model, sites(validation=8), recorder)
@@ -131,11 +131,11 @@ def test_validation_rounds_are_recorded_and_choose_the_gate(tmp_path, tiny_profi
     # Perfect separation between 0.3 and 0.65: the best edges span that gap; the one nearest 0.5 wins.
     thresholds, how = recorder.decision_thresholds((0.5, 0.5, 0.5))
     assert thresholds == pytest.approx((0.5, 0.5, 0.5))
-    assert how.startswith("balanced accuracy of the gated answer")
+    assert how.startswith("chosen by the balanced accuracy of the gated answer")
 
 
 def test_the_chosen_thresholds_reach_the_model_and_the_profile_the_sites_receive(tmp_path, tiny_profile):
-    recorder = RunRecorder.open(Settings(profile="tiny", run_dir=str(tmp_path / "run")))
+    recorder = RunRecorder.open(Settings(profile="tiny", run_dir=str(tmp_path / "run"), thresholds="youden"))
     # Pooled counts that separate at 0.3 (sub-model 1) and 0.625 (sub-model 3); sub-model 2 was never validated.
     recorder.state["validation_totals"] = {
         "submodel1": fv.site_figures(np.array([0, 0, 1, 1]), two_class([0.05, 0.1, 0.3, 0.35]), 1.0),
@@ -164,3 +164,39 @@ def test_cases_without_an_roi_and_no_localiser_are_named_in_a_warning(caplog):
     with caplog.at_level("WARNING", logger="clafed.server"):
         warn_unboxed(sites, get_profile("tiny"))  # one localiser round: those nodes will be found
     assert caplog.text == ""
+
+
+def validated_levels(per_class: int) -> dict[str, dict]:
+    """Pooled validation totals of all three levels: `per_class` cases of each 4-class label whose
+    scores separate only with the gate at 0.3 and sub-model 3 at 0.7 (sub-model 2 at 0.475-0.525)."""
+    labels = np.repeat(np.arange(4), per_class)
+    malignant = labels >= 2
+
+    def spread(low: float, high: float, chosen: np.ndarray) -> np.ndarray:
+        return np.resize(np.linspace(low, high, per_class), int(chosen.sum()))
+
+    p_gate = np.zeros(labels.size)
+    p_gate[malignant], p_gate[~malignant] = spread(0.305, 0.9, malignant), spread(0.02, 0.28, ~malignant)
+    gate = fv.site_figures(malignant.astype(int), two_class(p_gate), 1.0) | fv.gate_figures(labels, p_gate)
+    tb, met = labels[~malignant] == 1, labels[malignant] == 3
+    p_tb, p_met = np.zeros(tb.size), np.zeros(met.size)
+    p_tb[tb], p_tb[~tb] = spread(0.55, 0.95, tb), spread(0.05, 0.45, ~tb)
+    p_met[met], p_met[~met] = spread(0.705, 0.98, met), spread(0.3, 0.68, ~met)
+    return {GATE_PHASE: gate, "submodel2": fv.site_figures(tb.astype(int), two_class(p_tb), 1.0),
+            "submodel3": fv.site_figures(met.astype(int), two_class(p_met), 1.0)}
+
+
+@pytest.mark.parametrize("rule, per_class, expected, how", [
+    ("auto", 5, (0.5, 0.5, 0.5), "kept at the trained values: too few pooled validation cases"),
+    ("auto", fv.MIN_CLASS_CASES, (0.3, 0.5, 0.7), "chosen by the balanced accuracy of the gated answer"),
+    ("joint", 5, (0.3, 0.5, 0.7), "chosen by the balanced accuracy of the gated answer"),
+    ("fixed", fv.MIN_CLASS_CASES, (0.5, 0.5, 0.5), "kept at the trained values (thresholds=fixed)")])
+def test_the_thresholds_rule_keeps_the_trained_values_unless_validation_can_carry_the_choice(
+        tmp_path, rule, per_class, expected, how):
+    recorder = RunRecorder.open(Settings(profile="tiny", run_dir=str(tmp_path / "run"), thresholds=rule))
+    recorder.state["validation_totals"] = validated_levels(per_class)
+    thresholds, said = recorder.decision_thresholds((0.5, 0.5, 0.5))
+    assert said.startswith(how), said
+    assert thresholds == pytest.approx(expected)  # only 0.3 and 0.7 separate; of sub-model 2's edges 0.5 is nearest
+    if rule == "auto" and per_class < fv.MIN_CLASS_CASES:
+        assert "reactive 5" in said and "metastatic 5" in said

@@ -113,7 +113,7 @@ def test_fitted_temperatures_reach_the_model_and_move_its_thresholds(tmp_path, t
     z = rng.normal(scale=1.5, size=600)
     y = (rng.random(600) < 1 / (1 + np.exp(-z))).astype(int)
     overconfident = two_class(1 / (1 + np.exp(-2.0 * z)))
-    recorder = RunRecorder.open(Settings(profile="tiny", run_dir=str(tmp_path / "run")))
+    recorder = RunRecorder.open(Settings(profile="tiny", run_dir=str(tmp_path / "run"), thresholds="youden"))
     recorder.validation_completed(KEY, 1, 2, {"h": fv.site_figures(y, overconfident, 1.0)})
     (_, threshold, _), _ = recorder.decision_thresholds((0.5, 0.5, 0.5))
     model = CLAHDM(tiny_profile.model)

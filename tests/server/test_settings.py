@@ -27,6 +27,14 @@ def test_schedule_overrides_reach_the_profile_and_zero_keeps_the_profiles():
     assert (train.rounds, train.shared_rounds, train.epochs, train.batch_size) == (3, 0, 2, 8)
 
 
+def test_the_mask_weight_is_the_profiles_unless_the_run_sets_it():
+    assert Settings(profile="cpu").build_profile().train.mask_weight == 0.5
+    assert not Settings(profile="cpu", mask_weight=0.0).build_profile().train.mask_target
+    assert load_settings({"mask-weight": 1.5}, environ={}).build_profile().train.mask_weight == 1.5
+    with pytest.raises(ConfigError, match="mask_weight"):
+        load_settings({"mask-weight": -0.5}, environ={})
+
+
 def test_run_config_overrides_the_environment():
     env = {ENV_RUN_CONFIG: json.dumps({"rounds": 7, "profile": "tiny"})}
     settings = load_settings({"local-epochs": 2, "rounds": 5}, environ=env)
