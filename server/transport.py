@@ -31,8 +31,8 @@ class TransportGrid(Grid):
     """Every call goes to `grid`, with weights packed on the way out and unpacked on the way in;
     `send_and_receive` polls every `poll` seconds."""
 
-    def __init__(self, grid: Grid, poll: float = POLL_SECONDS) -> None:
-        self.grid, self.poll = grid, poll
+    def __init__(self, grid: Grid, poll: float | None = None) -> None:
+        self.grid, self.poll = grid, POLL_SECONDS if poll is None else poll
 
     def set_run(self, run) -> None:
         self.grid.set_run(run)

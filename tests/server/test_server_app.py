@@ -66,6 +66,12 @@ class Grid:
         return replies
 
 
+@pytest.fixture(autouse=True)
+def prompt_polls(monkeypatch):
+    """The fake grids answer at once: the ServerApp's transport need not wait a real poll between pulls."""
+    monkeypatch.setattr("server.transport.POLL_SECONDS", 0.005)
+
+
 def context(tmp_path, **config) -> Context:
     run_config = {"profile": "tiny", "rounds": 1, "shared-rounds": 1, "run-dir": str(tmp_path / "run"),
                   "bootstrap": 20, "connect-timeout": 5.0, **config}
@@ -176,7 +182,8 @@ class MovingGrid(Grid):
 def test_a_resumed_fedadam_run_goes_on_with_its_moments(tmp_path, monkeypatch):
     """Stopped in a sub-model's second round and resumed, FedAdam ends where an uninterrupted run ends."""
     monkeypatch.delenv("CLAFED_RUN_CONFIG", raising=False)
-    config = {"min-sites": 2, "strategy": "fedadam", "rounds": 3, "server-lr": 0.05, "clip-factor": 0.0}
+    config = {"min-sites": 2, "strategy": "fedadam", "rounds": 2, "shared-rounds": 0, "localiser-rounds": 0,
+              "server-lr": 0.05, "clip-factor": 0.0}
     main(MovingGrid(), context(tmp_path / "whole", **config))
     with pytest.raises(FederationError, match="submodel1 round 2"):
         main(MovingGrid(phase="submodel1", fail_at=2), context(tmp_path / "stopped", **config))

@@ -99,23 +99,6 @@ def test_the_guard_kills_the_tree_when_its_parent_dies():
 
 
 @pytest.mark.slow
-def test_a_quiet_run_shows_progress_and_round_lines_without_noise_and_leaves_nothing_running(cache, tmp_path):
-    run = tmp_path / "run"
-    done = simulate(cache, run)
-    assert done.returncode == 0, done.stdout[-4000:]
-    text = done.stdout
-    assert "submodel3 round 1: loss" in text and "progress: 3/3 rounds" in text and "final evaluation" in text
-    assert not [marker for marker in NOISE if marker in text], text[:3000]
-    logged = [line for line in text.splitlines() if " clafed." in line]
-    assert len(logged) == len(set(logged)) > 5  # no line twice
-    assert not processes_of(run)
-    flower_log = (run / "flower" / "run.log").read_text()
-    assert "Starting Flower Simulation" in flower_log and "submodel3 round 1: loss" in flower_log
-    # Flower's state and the unpacked app stay in the run folder.
-    assert any((run / "flower" / "home" / "apps").iterdir())
-
-
-@pytest.mark.slow
 def test_a_failing_run_exits_non_zero_naming_the_problem_and_verbose_shows_flower(cache, tmp_path):
     data = tmp_path / "data"
     synth = cache / "synth" / "small-seed0"

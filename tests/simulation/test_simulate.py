@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from server import run_dir as rd
+from tests.simulation.test_flower_runtime import NOISE, processes_of
 
 pytestmark = pytest.mark.slow
 SITES = ("hospital1", "hospital2", "hospital3")
@@ -79,6 +80,16 @@ def test_two_round_simulation_writes_checkpoints_metrics_and_site_results(cache,
     run = tmp_path / "run"
     out = finish(simulate(cache, run, "--heatmaps", "1"))
     assert_complete(run)
+    # The quiet terminal: our progress and round lines, none of Flower's or its dependencies' noise,
+    # no line twice, and nothing left running; Flower's own log and state stay in the run folder.
+    assert "submodel3 round 2: loss" in out and "progress: 8/8 rounds" in out and "final evaluation" in out
+    assert not [marker for marker in NOISE if marker in out], out[:3000]
+    logged = [line for line in out.splitlines() if " clafed." in line]
+    assert len(logged) == len(set(logged)) > 5
+    assert not processes_of(run)
+    flower_log = (run / "flower" / "run.log").read_text()
+    assert "Starting Flower Simulation" in flower_log and "submodel3 round 1: loss" in flower_log
+    assert any((run / "flower" / "home" / "apps").iterdir())
     assert "hospital2" in out and "micro AUC" in out  # the per-site table
     assert "histogram floor" in out and "of the headroom closed" in out
     references = rd.read_json(run / rd.REFERENCES_FILE)
