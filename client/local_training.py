@@ -17,7 +17,7 @@ from common import messages as msg
 from common.config import Profile, TrainConfig
 from common.dataset import CaseDataset
 from common.errors import ProtocolError
-from common.labels import CLASS_INDEX, GATE_PHASE, LOCALISER, SHARED, check_phase, phase_level
+from common.labels import CLASS_INDEX, GATE_PHASE, LOCALISER, check_phase, phase_level
 from common.localiser import LocaliserDataset, NodeLocaliser
 from common.localiser_training import train_localiser
 from common.model import SubModel
@@ -85,8 +85,7 @@ def train_round(site: SiteData, instruction: msg.PhaseInstruction, arrays: Array
     cfg = local_train_config(profile, site, seed)
     device = resolve_device(cfg.device)
     dataset = (site.localiser_dataset(profile.data, seed=seed) if isinstance(model, NodeLocaliser)
-               else site.train_dataset(phase_level(phase), profile.data, seed=seed,
-                                       masks=phase == SHARED and profile.train.mask_target))
+               else site.train_dataset(phase_level(phase), profile.data, seed=seed, masks=model.has_mask_heads))
     # Images come from the site's disk cache after the first round (decoding is not training).
     prepared = time.perf_counter()
     site.prepare(dataset)

@@ -180,7 +180,12 @@ MIN_CLASS_CASES = 20
 
 def label_counts(gate: Mapping[str, float]) -> list[int]:
     """Pooled validation cases of each 4-class label, from sub-model 1's per-label histograms."""
-    return [int(round(sum(gate.get(gate_key(label, b), 0.0) for b in range(BINS)))) for label in range(N_LABELS)]
+    return [int(round(h.sum())) for h in _label_histograms(gate)]
+
+
+def _label_histograms(gate: Mapping[str, float]) -> list[np.ndarray]:
+    """Sub-model 1's P(malignant) histogram of each 4-class label (zeros where keys are missing)."""
+    return [np.array([gate.get(gate_key(label, b), 0.0) for b in range(BINS)]) for label in range(N_LABELS)]
 
 
 def decision_threshold(total: Mapping[str, float], default: float = 0.5) -> float:
@@ -206,7 +211,7 @@ def gated_thresholds(gate: Mapping[str, float], benign: Mapping[str, float], mal
     Classes without validation cases are left out of the mean; among equally good choices the
     one closest to `default` wins.
     """
-    labels = [np.array([gate.get(gate_key(label, b), 0.0) for b in range(BINS)]) for label in range(N_LABELS)]
+    labels = _label_histograms(gate)
     if sum(h.sum() for h in labels) == 0:
         return None
     sub2_tb, sub2_reactive = _histograms(benign, 1)

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from common.backbone import BACKBONES, build_extractor, load_pretrained
-from common.config import ModelConfig
+from common.config import ModelConfig, Profile
 from common.labels import LEVELS
 from common.localiser import NodeLocaliser, initial_localiser
 
@@ -105,6 +105,11 @@ class SubModel(nn.Module):
         self.cdfi_head = _mlp(dim, (cfg.aux_hidden,), cfg.dropout, n_classes)
         self.bus_mask_head = MaskHead(self.bus.stage_channels) if mask_heads else None
         self.cdfi_mask_head = MaskHead(self.cdfi.stage_channels) if mask_heads else None
+
+    @property
+    def has_mask_heads(self) -> bool:
+        """Whether this network learns node masks (its training data must then give them)."""
+        return self.bus_mask_head is not None
 
     def forward_all(self, bus: torch.Tensor, cdfi: torch.Tensor) -> SubModelOutput:
         """Fused and auxiliary logits; training uses all three (deep supervision), and the
@@ -236,6 +241,12 @@ def localiser_pretrained(cfg: ModelConfig) -> str:
     if cfg.pretrained == "imagenet":
         return "imagenet" if BACKBONES[cfg.localiser_backbone][1] is not None else "none"
     return cfg.pretrained if cfg.localiser_backbone == cfg.backbone else "none"
+
+
+def initial_shared_network(profile: Profile) -> SubModel:
+    """The shared phase's 4-class network to start training from, with node-mask heads when the
+    profile's mask target is on."""
+    return initial_network(profile.model, n_classes=4, mask_heads=profile.train.mask_target)
 
 
 def initial_network(cfg: ModelConfig, n_classes: int, mask_heads: bool = False) -> SubModel:

@@ -23,7 +23,7 @@ from common import messages as msg
 from common.checkpoint import atomic_torch_save, load_checkpoint, save_checkpoint
 from common.config import ConfigError, Profile
 from common.labels import CLASSES, GATE_PHASE, LEVEL_BY_KEY, PHASES
-from common.model import CLAHDM, SubModel, initial_model, initial_network
+from common.model import CLAHDM, SubModel, initial_model, initial_shared_network
 from common.names import name_problem
 from common.signing import sign_digest, weights_digest, write_signature
 from common.typed_config import to_dict
@@ -118,7 +118,7 @@ class RunRecorder:
 
     def shared_network(self, profile: Profile) -> SubModel:
         """The shared phase's 4-class network: its checkpoint when resuming, else a fresh one."""
-        network = initial_network(profile.model, n_classes=4, mask_heads=profile.train.mask_target)
+        network = initial_shared_network(profile)
         checkpoint = self.path / rd.SHARED_CHECKPOINT_FILE
         if self.settings.resume and checkpoint.is_file():
             network.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True))

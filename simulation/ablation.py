@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     from common.config import HoldoutRule, SiteConfig, get_profile
     from common.dataset import CaseDataset
     from common.labels import CLASSES, SHARED, phase_level
-    from common.model import SubModel, initial_model, initial_network
+    from common.model import SubModel, initial_model, initial_shared_network
     from common.site import SiteData
     from common.training import predict_clahdm, seed_everything, train_phases, train_submodel
     from simulation.difficulty import macro_ovr_auc
@@ -70,12 +70,11 @@ def main(argv: list[str] | None = None) -> int:
 
     def train_phase(phase: str, network: SubModel) -> None:
         dataset = CaseDataset(cases, profile.data, level=phase_level(phase), train=True, seed=args.seed, cache=images,
-                              masks=phase == SHARED and profile.train.mask_target)
+                              masks=network.has_mask_heads)
         train_submodel(network, dataset, replace(profile.train, seed=args.seed),
                        epochs=args.shared_epochs if phase == SHARED else args.epochs)
 
-    train_phases(model, args.shared_epochs, lambda: initial_network(profile.model, n_classes=4,
-                                                                      mask_heads=profile.train.mask_target), train_phase)
+    train_phases(model, args.shared_epochs, lambda: initial_shared_network(profile), train_phase)
     preds = predict_clahdm(model, CaseDataset(test, profile.data, cache=images))
     y, pred = preds.targets, preds.hard.argmax(1)
     levels = [m.auc_or_nan(targets, preds.levels[rows, k]) for k, (rows, targets) in enumerate(m.level_subsets(y))]

@@ -19,7 +19,7 @@ from common.dataset import CaseDataset
 from common.labels import SHARED, phase_level
 from common.localiser import LocaliserDataset, NodeLocaliser
 from common.localiser_training import train_localiser
-from common.model import CLAHDM, SubModel, initial_model, initial_network
+from common.model import CLAHDM, SubModel, initial_model, initial_shared_network
 from common.site import SiteData
 from common.training import OptimizerCarry, resolve_device, seed_everything, train_phases, train_submodel
 from server import run_dir as rd
@@ -58,7 +58,7 @@ def train_centrally(settings: Settings, name: str, trainers: list[SiteData], fol
                                        cache=frames)
         else:
             dataset = CaseDataset(cases, profile.data, level=phase_level(phase), train=True, seed=settings.seed,
-                                  cache=images, masks=phase == SHARED and profile.train.mask_target)
+                                  cache=images, masks=network.has_mask_heads)
         if localiser and len(dataset) == 0:
             return  # no ROIs: the model gets no localiser, as in a federated run
         carry = OptimizerCarry()  # one optimiser over the phase's rounds, as each federated site keeps its own
@@ -87,8 +87,7 @@ def train_centrally(settings: Settings, name: str, trainers: list[SiteData], fol
                     site.config.name: validation_figures(site, phase, profile, network) for site in trainers},
                     network=network)
 
-    shared = lambda: initial_network(profile.model, n_classes=4, mask_heads=profile.train.mask_target)  # noqa: E731
-    train_phases(model, profile.train.shared_rounds, shared, train_phase,
+    train_phases(model, profile.train.shared_rounds, lambda: initial_shared_network(profile), train_phase,
                  untrained=lambda key: recorder.completed(key) == 0, localiser_rounds=profile.train.localiser_rounds)
     evaluated, candidates = candidate_models(settings, profile, model.cpu(), recorder)
     model = candidates[evaluated][0]

@@ -182,3 +182,21 @@ def test_learning_sections_put_the_model_between_its_references(comparison):
     recall = gated_recall(federated)
     cm = np.array([[federated[f"clahdm.cm.{i}.{j}"] for j in range(4)] for i in range(4)])
     np.testing.assert_allclose(recall, np.diag(cm) / cm.sum(1))
+
+
+@pytest.mark.parametrize("recorded, shown", [
+    ("kept at the trained values (thresholds=fixed)", "Decision thresholds, kept at the trained values (thresholds=fixed):"),
+    ("chosen by Youden's J of each level on pooled validation scores", "Decision thresholds, chosen by Youden's J"),
+    # run.json of runs before the thresholds rule said only what chose them
+    ("balanced accuracy of the gated answer on pooled validation scores",
+     "Decision thresholds, chosen by the balanced accuracy of the gated answer")])
+def test_the_recall_section_says_how_the_thresholds_were_set(comparison, recorded, shown):
+    from server.report_learning import recall_block
+    from server.report_sections import RunRecords
+
+    folder = comparison / "federated"
+    info = {**rd.read_json(folder / rd.RUN_FILE), "thresholds_chosen_by": recorded,
+            "decision_thresholds": {"submodel1": 0.5, "submodel2": 0.5, "submodel3": 0.5}}
+    run = RunRecords(folder, info, [], rd.read_evaluations(folder), [])
+    text = "\n".join(b.md for b in recall_block(run))
+    assert shown in text and "submodel1 0.500" in text, text
