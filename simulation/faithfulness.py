@@ -19,7 +19,9 @@ A heatmap that is zero everywhere counts as energy 0 and a miss. Two checks of t
 follow: deletion / insertion (the explained probability of sub-model 1 as the most salient input
 pixels are removed from, or inserted into, a blank input, against a random order; the area under
 each curve), and the randomisation check (Adebayo et al., 2018): the maps of the same network with
-re-initialised weights must differ (Spearman rank correlation with the trained maps).
+re-initialised weights must differ (Spearman rank correlation with the trained maps), and, in
+the metrics' own units, the fused maps of the whole CLA-HDM re-initialised are scored like the
+trained ones (`randomised`): maps that find the node only with the trained weights owe it to them.
 """
 from __future__ import annotations
 
@@ -145,8 +147,10 @@ MODEL_MAPS = (("fused", ("layer2", "layer3", "layer4"), "product"), ("fused_max"
               ("layer4", ("layer4",), "max"))
 
 
-def case_scores(model, masked: MaskedCase, data_cfg, device) -> dict[str, dict[str, float]]:
-    """Each map's metrics for one case (MAPS); the model's are averaged over the levels it used."""
+def case_scores(model, masked: MaskedCase, data_cfg, device,
+                model_maps=MODEL_MAPS) -> dict[str, dict[str, float]]:
+    """Each map's metrics for one case (`model_maps` and the two Gaussians); the model's are
+    averaged over the levels it used."""
     from client.heatmaps import explain_images
     from common.imaging import read_image
 
@@ -155,7 +159,7 @@ def case_scores(model, masked: MaskedCase, data_cfg, device) -> dict[str, dict[s
     node = read_mask(masked.node_mask, case.case_id, bus.shape)
     vessels = read_mask(masked.vessel_mask, case.case_id, cdfi.shape)
     scores = {}
-    for name, stages, fusion in MODEL_MAPS:
+    for name, stages, fusion in model_maps:
         explanation = explain_images(model, bus, cdfi, case.roi, data_cfg, device, case.case_id, stages, fusion)
         per_level = [score_maps(s.bus, s.cdfi, node, vessels) for s in explanation.steps]
         scores[name] = {k: float(np.mean([m[k] for m in per_level])) for k in METRICS}
@@ -182,13 +186,38 @@ def summarise(rows: list[tuple[str, dict[str, float]]]) -> dict[str, dict[str, f
     return out
 
 
-def measure(model, cases: list[MaskedCase], data_cfg, device) -> dict:
-    """{map: {class: metrics with CIs}} over `cases`, for every map of MAPS."""
-    rows: dict[str, list] = {name: [] for name in MAPS}
+def measure(model, cases: list[MaskedCase], data_cfg, device, model_maps=MODEL_MAPS) -> dict:
+    """{map: {class: metrics with CIs}} over `cases`, for `model_maps` and the two Gaussians."""
+    rows: dict[str, list] = {}
     for masked in cases:
-        for name, scores in case_scores(model, masked, data_cfg, device).items():
-            rows[name].append((masked.case.label, scores))
-    return {name: summarise(rows[name]) for name in MAPS}
+        for name, scores in case_scores(model, masked, data_cfg, device, model_maps).items():
+            rows.setdefault(name, []).append((masked.case.label, scores))
+    return {name: summarise(found) for name, found in rows.items()}
+
+
+def reinitialised(network, seed: int = 0):
+    """A copy of `network` with every layer's weights (and BatchNorm statistics) drawn afresh."""
+    import copy
+
+    import torch
+
+    # A seed no training script uses: re-initialising under the seed a network was built with
+    # would rebuild that very network.
+    torch.manual_seed(1_000_003 + seed)
+    scrambled = copy.deepcopy(network)
+    for module in scrambled.modules():
+        if hasattr(module, "reset_parameters"):
+            module.reset_parameters()
+    return scrambled.eval()
+
+
+def randomised_localisation(model, cases: list[MaskedCase], data_cfg, device) -> dict:
+    """The fused maps' metrics (as `measure`) for the same CLA-HDM re-initialised: the
+    randomisation check in the metrics' own units. Rank correlation can stay high for maps whose
+    fine detail follows the image's edges whatever the weights; whether the maps still find the
+    node without the trained weights is what says their localisation comes from training."""
+    fused = tuple(m for m in MODEL_MAPS if m[0] == "fused")
+    return {"fused": measure(reinitialised(model), cases, data_cfg, device, fused)["fused"]}
 
 
 def deletion_insertion(model, cases: list[MaskedCase], data_cfg, device, steps: int = 10,
@@ -250,9 +279,6 @@ def randomisation_check(model, cases: list[MaskedCase], data_cfg, device, seed: 
     """Spearman rank correlation between the maps of the trained sub-model 1 and of the same
     network with re-initialised weights (Adebayo et al., 2018); the maps pass when it is low.
     `stages` (default: the sites' default stages) and `fusion` choose the maps checked."""
-    import copy
-
-    import torch
     from scipy.stats import spearmanr
 
     from client.cam import DEFAULT_STAGES, layer_cam
@@ -260,14 +286,7 @@ def randomisation_check(model, cases: list[MaskedCase], data_cfg, device, seed: 
     from common.imaging import read_image
 
     trained = model.submodel("submodel1").to(device).eval()
-    # A seed no training script uses: re-initialising under the seed a network was built with
-    # would rebuild that very network.
-    torch.manual_seed(1_000_003 + seed)
-    scrambled = copy.deepcopy(trained)
-    for module in scrambled.modules():
-        if hasattr(module, "reset_parameters"):
-            module.reset_parameters()
-    scrambled.eval()
+    scrambled = reinitialised(trained, seed)
     rhos = []
     for masked in cases:
         case = masked.case
@@ -285,6 +304,17 @@ def randomisation_check(model, cases: list[MaskedCase], data_cfg, device, seed: 
 
 # The randomisation check passes when the trained and re-initialised maps correlate less than this.
 RANDOMISATION_MAX_RHO = 0.5
+
+
+def randomised_table(result: dict) -> str:
+    """Per class, each metric of the fused maps: the trained network's mean, then the
+    re-initialised one's (the randomisation check in the metrics' units)."""
+    from common.formatting import md_table
+
+    trained, scrambled = result["fused"], result["randomised"]["fused"]
+    rows = [[label, trained[label]["n"], *(f"{trained[label][k]:.3f} vs {scrambled[label][k]:.3f}" for k in METRICS)]
+            for label in trained]
+    return md_table(["class", "n", *METRICS], rows)
 
 
 def format_table(result: dict) -> str:
@@ -329,6 +359,7 @@ def main(argv: list[str] | None = None) -> int:
     result["randomisation"] = {
         name: randomisation_check(loaded.model, cases, loaded.data_config, device, stages=stages, fusion=fusion)
         for name, stages, fusion in MODEL_MAPS}
+    result["randomised"] = randomised_localisation(loaded.model, cases, loaded.data_config, device)
     result["settings"] = {"model": str(args.model), "data": str(args.data), "cohort": args.cohort,
                           "cases": len(cases), "backbone": loaded.model_config.backbone,
                           "input_size": loaded.data_config.input_size}
@@ -337,6 +368,7 @@ def main(argv: list[str] | None = None) -> int:
     print("randomisation check (Spearman with a re-initialised network): " + ", ".join(
         f"{name} {r['spearman_mean']:.3f} ({'passed' if r['passed'] else 'FAILED'})"
         for name, r in result["randomisation"].items()))
+    print("\nfused maps, trained vs re-initialised network:\n\n" + randomised_table(result))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=2) + "\n")

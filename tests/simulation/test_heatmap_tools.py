@@ -56,7 +56,28 @@ def test_faithfulness_script_writes_per_class_json(small_dataset, tmp_path, caps
     assert all(0.0 <= v <= 1.0 for v in result["deletion_insertion"].values())
     assert set(result["randomisation"]) == {"fused", "fused_max", "layer4"}
     assert all(-1.0 <= r["spearman_mean"] <= 1.0 for r in result["randomisation"].values())
-    assert "| class | n | fused | fused_max | layer4 | gaussian_box | gaussian_image |" in capsys.readouterr().out
+    assert set(result["randomised"]) == {"fused"} and set(result["randomised"]["fused"]) == classes
+    for row in result["randomised"]["fused"].values():
+        assert all(0.0 <= row[k] <= 1.0 for k in faithfulness.METRICS)
+    printed = capsys.readouterr().out
+    assert "| class | n | fused | fused_max | layer4 | gaussian_box | gaussian_image |" in printed
+    assert "fused maps, trained vs re-initialised network" in printed
+
+
+def test_reinitialised_draws_every_layer_afresh_and_leaves_the_model_alone():
+    profile = get_profile("tiny")
+    torch.manual_seed(0)
+    model = CLAHDM(profile.model)
+    bn = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    bn.running_mean.fill_(3.0)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    scrambled = faithfulness.reinitialised(model)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    convs = [(name, m.weight) for name, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)]
+    fresh = dict(scrambled.named_modules())
+    assert convs and all(not torch.equal(w, fresh[name].weight) for name, w in convs)
+    assert float(fresh[next(n for n, m in model.named_modules() if m is bn)].running_mean.abs().max()) == 0.0
+    assert not scrambled.training
 
 
 def test_the_randomisation_check_catches_maps_that_ignore_the_weights(small_dataset, monkeypatch):
