@@ -21,7 +21,7 @@ from common.dataset import input_box, prepare
 from common.imaging import crop, read_image, to_tensor
 from common.labels import CLASSES, LEVEL_BY_KEY, Level
 from common.manifest import Case
-from common.model import CLAHDM, assemble
+from common.model import CLAHDM
 from common.training import evaluating
 
 ARROW = "\u2192"
@@ -94,40 +94,30 @@ def explain_images(model: CLAHDM, bus: np.ndarray, cdfi: np.ndarray, roi: tuple[
     """Diagnose one case from its RGB images and explain each level of the hierarchy it used.
 
     Sub-model 1 is explained for the class the gate chose (P(malignant) > threshold), then
-    sub-model 3 or 2, whichever the gate chose, for the subtype its decision threshold names. Probabilities are
-    assembled exactly as CLAHDM.forward does, from three forward passes.
+    sub-model 3 or 2, whichever the gate chose, for the subtype its decision threshold names. The
+    probabilities are CLAHDM.forward's own (mirror averaging included); the maps are Layer-CAM's
+    of the images as given.
     """
     model.to(device)
     bus_t = model_input(bus, roi, data_cfg)[None].to(device)
     cdfi_t = model_input(cdfi, roi, data_cfg)[None].to(device)
-    first = layer_cam(model.submodel("submodel1"), bus_t, cdfi_t, stages, fusion)
-    first_p = tempered(model, "submodel1", first.probabilities)
-    p_malignant = first_p[:, 1]
-    malignant = bool(p_malignant[0] > model.threshold)
-    second_key, other_key = ("submodel3", "submodel2") if malignant else ("submodel2", "submodel3")
-    second = layer_cam(model.submodel(second_key), bus_t, cdfi_t, stages, fusion)
-    second_p = tempered(model, second_key, second.probabilities)
     with evaluating(model):
-        p_other = model.level_proba(other_key, model.submodels[other_key](bus_t, cdfi_t))[:, 1]
-    p_second = second_p[:, 1]
-    out = assemble(p_malignant, *((p_other, p_second) if malignant else (p_second, p_other)),
-                   threshold=model.threshold, subtype_thresholds=model.subtype_thresholds)
+        out = model(bus_t, cdfi_t)
+    malignant = bool(out.malignant[0])
+    second_key = "submodel3" if malignant else "submodel2"
+    p_second = float(out.levels[0, 2 if malignant else 1])
     second_threshold = model.subtype_thresholds[1 if malignant else 0]
     boxes = input_box(roi, data_cfg.roi_margin, bus.shape), input_box(roi, data_cfg.roi_margin, cdfi.shape)
     steps = []
-    for key, cams, proba, target in (("submodel1", first, first_p, int(malignant)),
-                                     (second_key, second, second_p, int(p_second[0] > second_threshold))):
+    for key, p_positive, target in (("submodel1", float(out.levels[0, 0]), int(malignant)),
+                                    (second_key, p_second, int(p_second > second_threshold))):
+        cams = layer_cam(model.submodel(key), bus_t, cdfi_t, stages, fusion)
         steps.append(LevelExplanation(
-            LEVEL_BY_KEY[key], target, float(proba[0, target]),
+            LEVEL_BY_KEY[key], target, p_positive if target else 1.0 - p_positive,
             to_image(cams.bus[0, target].cpu().numpy(), boxes[0], bus.shape),
             to_image(cams.cdfi[0, target].cpu().numpy(), boxes[1], cdfi.shape)))
     return CaseExplanation(case_id, out.soft[0].cpu().numpy(), out.hard[0].cpu().numpy(),
                            out.levels[0].cpu().numpy(), float(model.threshold), tuple(steps), *boxes)
-
-
-def tempered(model: CLAHDM, key: str, probabilities: torch.Tensor) -> torch.Tensor:
-    """A level's probabilities as CLAHDM.forward gives them: the CAM's softmax with the level's temperature."""
-    return model.level_proba(key, torch.log(probabilities.clamp_min(1e-12)))
 
 
 def explain_case(model: CLAHDM, case: Case, data_cfg: DataConfig, device: torch.device,

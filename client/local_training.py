@@ -138,7 +138,8 @@ def validation_figures(site: SiteData, phase: str, profile: Profile, model: SubM
     dataset = site.validation_dataset(phase_level(phase), profile.data)
     site.prepare(dataset)
     proba = predict_probabilities(model, dataset, batch_size=site.config.batch_size,
-                                  device=resolve_device(site.config.device))  # (0, n_classes) without cases
+                                  device=resolve_device(site.config.device),
+                                  mirror=profile.model.mirror_average)  # (0, n_classes) without cases
     targets = dataset.targets()
     loss_sum = float(-np.log(np.clip(proba[np.arange(len(targets)), targets], 1e-7, 1.0)).sum())
     figures = fv.site_figures(targets, proba, loss_sum)

@@ -46,6 +46,11 @@ class ModelConfig:
     # Each level's logit is divided by its temperature (common/calibration.py): 1 as trained; a
     # run fits them on federated validation so that probabilities mean what they say.
     temperatures: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    # At inference each level reads the images and their left-right mirror and averages the two
+    # logits: training flips images left-right (AugmentConfig.hflip), so both are valid views
+    # of the node, and their mean is a steadier reading than either. False reads one view (half
+    # the inference cost).
+    mirror_average: bool = True
     # The node localiser's trunk (common/localiser.py): it reads a whole frame, not a crop, so
     # the smallest ResNet serves on CPU; the paper profile gives it the sub-models' backbone.
     localiser_backbone: str = "resnet10"

@@ -179,7 +179,9 @@ class CLAHDM(nn.Module):
 
     def forward(self, bus: torch.Tensor, cdfi: torch.Tensor) -> HierarchicalOutput:
         """Run all three sub-models and assemble the soft and hard 4-class probabilities."""
-        p1, p2, p3 = (self.level_proba(lv.key, self.submodels[lv.key](bus, cdfi))[:, 1] for lv in LEVELS)
+        mirror = self.config.mirror_average and not self.training
+        p1, p2, p3 = (self.level_proba(lv.key, view_logits(self.submodel(lv.key), bus, cdfi, mirror))[:, 1]
+                      for lv in LEVELS)
         _, benign, malignant = self.decision_thresholds
         return assemble(p1, p2, p3, threshold=self.threshold, subtype_thresholds=(benign, malignant))
 
@@ -192,6 +194,15 @@ class CLAHDM(nn.Module):
     def submodel(self, key: str) -> SubModel:
         """The sub-model of a level key, typed."""
         return cast(SubModel, self.submodels[key])
+
+
+def view_logits(network: SubModel, bus: torch.Tensor, cdfi: torch.Tensor, mirror: bool) -> torch.Tensor:
+    """The network's logits, or with `mirror` their mean over the images and their left-right mirror
+    (neck ultrasound has no fixed left and right; training flips each image at random)."""
+    logits = network(bus, cdfi)
+    if mirror:
+        logits = (logits + network(bus.flip(-1), cdfi.flip(-1))) / 2
+    return logits
 
 
 def centre_on(p: torch.Tensor, threshold: float) -> torch.Tensor:

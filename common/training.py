@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 from common.config import TrainConfig
 from common.dataset import CaseDataset, balanced_sampler, class_weights
 from common.labels import LEVELS, LOCALISER, SHARED
-from common.model import CLAHDM, SubModel
+from common.model import CLAHDM, SubModel, view_logits
 
 
 @dataclass(frozen=True)
@@ -299,21 +299,23 @@ class evaluating:
 
 
 def predict_probabilities(model: SubModel, dataset: CaseDataset, batch_size: int = 32,
-                          device: torch.device | None = None) -> np.ndarray:
-    """Softmax of the fused head (n, n_classes) for every case of `dataset` (in its order)."""
+                          device: torch.device | None = None, mirror: bool = False) -> np.ndarray:
+    """Softmax of the fused head (n, n_classes) for every case of `dataset` (in its order); with
+    `mirror`, of the logits averaged with the mirrored images' as CLAHDM reads them
+    (ModelConfig.mirror_average)."""
     device = device or resolve_device()
     model.to(device)
     out = []
     with evaluating(model):
         for bus, cdfi, _ in DataLoader(dataset, batch_size=batch_size):
-            out.append(torch.softmax(model(bus.to(device), cdfi.to(device)), 1).cpu())
+            out.append(torch.softmax(view_logits(model, bus.to(device), cdfi.to(device), mirror), 1).cpu())
     return _cat(out, torch.float32).reshape(-1, model.n_classes)
 
 
 def predict_submodel(model: SubModel, dataset: CaseDataset, batch_size: int = 32,
-                     device: torch.device | None = None) -> Predictions:
+                     device: torch.device | None = None, mirror: bool = False) -> Predictions:
     """P(positive class) of one sub-model for every case of `dataset` (in its order)."""
-    proba = predict_probabilities(model, dataset, batch_size, device)
+    proba = predict_probabilities(model, dataset, batch_size, device, mirror)
     return Predictions([c.case_id for c in dataset.cases], dataset.targets(), proba[:, 1].astype(np.float32))
 
 

@@ -168,3 +168,23 @@ def test_decision_thresholds_survive_a_checkpoint(tmp_path, batch):
     assert loaded.decision_thresholds == (0.35, 0.22, 0.6)
     with pytest.raises(ValueError, match="subtype_thresholds"):
         ModelConfig(subtype_thresholds=(0.5, 1.0))
+
+
+def test_mirror_averaging_reads_an_image_and_its_mirror_alike(tmp_path, batch):
+    """The eval-mode answer is the mean of both views' logits, so a mirrored case gets the same
+    answer; with mirror_average off the model reads one view; the choice survives a checkpoint."""
+    bus, cdfi = batch
+    torch.manual_seed(1)
+    model = CLAHDM(TINY).eval()
+    mirrored = bus.flip(-1), cdfi.flip(-1)
+    torch.testing.assert_close(model(*batch).soft, model(*mirrored).soft)
+    sub = model.submodel("submodel1")
+    expected = torch.softmax((sub(bus, cdfi) + sub(*mirrored)) / 2, 1)[:, 1]
+    torch.testing.assert_close(model(*batch).levels[:, 0], expected)
+
+    single = CLAHDM(replace(TINY, mirror_average=False)).eval()
+    single.load_state_dict(model.state_dict())
+    torch.testing.assert_close(single(*batch).levels[:, 0], torch.softmax(sub(bus, cdfi), 1)[:, 1])
+    assert not torch.allclose(single(*batch).soft, single(*mirrored).soft)
+    save_checkpoint(tmp_path / "m.pt", single, DataConfig(input_size=64))
+    assert load_checkpoint(tmp_path / "m.pt").model.config.mirror_average is False

@@ -55,6 +55,12 @@ def test_clahdm_predictions_and_eval_mode_restored(site_manifest, tiny_profile):
     assert sorted(set(preds.targets.tolist())) == [0, 1, 2, 3]
     with evaluating(model):
         assert not model.training and not torch.is_grad_enabled()
+    # The sub-model figures a site's federated validation reports read the cases as CLA-HDM does.
+    for level in range(3):
+        key = f"submodel{level + 1}"
+        mirrored = predict_submodel(model.submodel(key), CaseDataset(load_cases(site_manifest), tiny_profile.data),
+                                    mirror=tiny_profile.model.mirror_average)
+        np.testing.assert_allclose(mirrored.scores, preds.levels[:, level], atol=1e-5)
 
 
 def test_a_carried_optimiser_continues_instead_of_restarting(site_manifest, tiny_profile):
