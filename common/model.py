@@ -199,10 +199,13 @@ class CLAHDM(nn.Module):
 def view_logits(network: SubModel, bus: torch.Tensor, cdfi: torch.Tensor, mirror: bool) -> torch.Tensor:
     """The network's logits, or with `mirror` their mean over the images and their left-right mirror
     (neck ultrasound has no fixed left and right; training flips each image at random)."""
-    logits = network(bus, cdfi)
-    if mirror:
-        logits = (logits + network(bus.flip(-1), cdfi.flip(-1))) / 2
-    return logits
+    if not mirror:
+        return network(bus, cdfi)
+    # One pass over both views (eval-mode BatchNorm reads each sample alone, so batching them
+    # changes nothing but the number of kernel launches).
+    both = network(torch.cat([bus, bus.flip(-1)]), torch.cat([cdfi, cdfi.flip(-1)]))
+    plain, mirrored = both.chunk(2)
+    return (plain + mirrored) / 2
 
 
 def centre_on(p: torch.Tensor, threshold: float) -> torch.Tensor:

@@ -56,10 +56,10 @@ def test_clahdm_predictions_and_eval_mode_restored(site_manifest, tiny_profile):
     with evaluating(model):
         assert not model.training and not torch.is_grad_enabled()
     # The sub-model figures a site's federated validation reports read the cases as CLA-HDM does.
+    dataset = CaseDataset(load_cases(site_manifest), tiny_profile.data)
     for level in range(3):
         key = f"submodel{level + 1}"
-        mirrored = predict_submodel(model.submodel(key), CaseDataset(load_cases(site_manifest), tiny_profile.data),
-                                    mirror=tiny_profile.model.mirror_average)
+        mirrored = predict_submodel(model.submodel(key), dataset, mirror=tiny_profile.model.mirror_average)
         np.testing.assert_allclose(mirrored.scores, preds.levels[:, level], atol=1e-5)
 
 
